@@ -1,0 +1,152 @@
+"""`python train.py pretrain` end to end on the tiny preset: the optimizer, the schedule, learning, exact resume."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import data
+import electramed
+import train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def corpus(data_dir):
+    return sorted((data_dir / "pretrain" / "hoc" / "text").glob("*.txt"))[:150]
+
+
+@pytest.fixture(scope="module")
+def shards(corpus, scivocab, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    data.build_shards(corpus, scivocab, out, max_length=64, processes=1)
+    return out
+
+
+def run_args(out, scivocab, shards, *extra):
+    return ["pretrain", "--preset", "tiny", "--vocab", str(scivocab), "--shards", str(shards), "--out", str(out),
+            "--device", "cpu", *extra]
+
+
+def read_log(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_learning_rate_schedule_is_electras():
+    config = train.PretrainConfig(learning_rate=1e-3, batch_size=8, max_length=64, train_steps=1000, warmup_steps=100)
+    assert train.learning_rate_at(0, config) == 0.0  # warm-up and decay applied together from step 0
+    assert train.learning_rate_at(50, config) == pytest.approx(1e-3 * 0.95 * 0.5)
+    assert train.learning_rate_at(100, config) == pytest.approx(1e-3 * 0.9)
+    assert train.learning_rate_at(1000, config) == 0.0
+
+
+def test_optimizer_is_adam_without_bias_correction_and_decoupled_decay():
+    torch.manual_seed(0)
+    matrix, bias = torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(4))
+    optimizer = train.AdamWeightDecay([{"params": [matrix], "weight_decay": 0.01}, {"params": [bias]}], eps=1e-6)
+    start_matrix, start_bias = matrix.detach().clone(), bias.detach().clone()
+    grads = [(torch.randn(3, 4), torch.randn(4)) for _ in range(2)]
+    m_w = v_w = m_b = v_b = 0
+    expected_matrix, expected_bias = start_matrix.clone(), start_bias.clone()
+    for grad_matrix, grad_bias in grads:
+        matrix.grad, bias.grad = grad_matrix.clone(), grad_bias.clone()
+        optimizer.step(torch.tensor(0.1))
+        # the official update, by hand: no bias correction, decay added to the update of the matrix only
+        m_w, v_w = 0.9 * m_w + 0.1 * grad_matrix, 0.999 * v_w + 0.001 * grad_matrix ** 2
+        m_b, v_b = 0.9 * m_b + 0.1 * grad_bias, 0.999 * v_b + 0.001 * grad_bias ** 2
+        expected_matrix -= 0.1 * (m_w / (v_w.sqrt() + 1e-6) + 0.01 * expected_matrix)
+        expected_bias -= 0.1 * (m_b / (v_b.sqrt() + 1e-6))
+    torch.testing.assert_close(matrix.detach(), expected_matrix)
+    torch.testing.assert_close(bias.detach(), expected_bias)
+
+
+def test_weight_decay_groups_skip_layernorm_and_biases_and_share_embeddings():
+    model = electramed.ElectraForPretraining(electramed.preset("tiny", vocab_size=100))
+    decay, no_decay = train.parameter_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all("norm" in names[id(p)].lower() or names[id(p)].endswith("bias") for p in no_decay["params"])
+    assert not any(names[id(p)].endswith("bias") for p in decay["params"])
+    all_params = decay["params"] + no_decay["params"]
+    assert len({id(p) for p in all_params}) == len(all_params) == len(list(model.parameters()))
+
+
+def test_a_tiny_run_on_real_pubmed_text_lowers_the_loss(scivocab, shards, tmp_path):
+    assert train.main(run_args(tmp_path, scivocab, shards, "--train-steps", "80", "--log-every", "10")) == 0
+    log = read_log(tmp_path)
+    assert [r["step"] for r in log] == list(range(10, 81, 10))
+    assert log[-1]["loss"] < 0.7 * log[0]["loss"] and log[-1]["gen_loss"] < log[0]["gen_loss"]
+    exported = tmp_path / "electramed-hf"
+    assert (exported / "discriminator" / "config.json").exists() and (exported / "generator" / "config.json").exists()
+    from transformers import ElectraForPreTraining
+
+    hf = ElectraForPreTraining.from_pretrained(exported / "discriminator").eval()
+    ours = electramed.load_pretrained(exported).eval()
+    ids = torch.tensor([[2, 1000, 2000, 3000, 3]])
+    torch.testing.assert_close(hf(ids).logits, ours.discriminator(ids, torch.ones_like(ids), torch.zeros_like(ids)),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(scivocab, shards, tmp_path):
+    steps = ["--train-steps", "100", "--log-every", "1", "--save-every", "10"]
+    assert train.main(run_args(tmp_path / "whole", scivocab, shards, *steps)) == 0
+    killed = tmp_path / "killed"
+    child = subprocess.Popen([sys.executable, str(REPO / "train.py"), *run_args(killed, scivocab, shards, *steps)],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "step_0000010.pt").exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    checkpoints = sorted((killed / "checkpoints").glob("step_*.pt"))
+    assert checkpoints and int(checkpoints[-1].stem[5:]) < 100
+    assert train.main(run_args(killed, scivocab, shards, *steps, "--resume")) == 0
+    whole, resumed = read_log(tmp_path / "whole"), read_log(killed)
+    assert [r["step"] for r in resumed] == list(range(1, 101))
+    for a, b in zip(whole, resumed):  # bit for bit: every logged figure but the wall-clock speed
+        assert {k: v for k, v in a.items() if k != "tokens_per_s"} == {k: v for k, v in b.items() if k != "tokens_per_s"}
+    final_whole = torch.load(tmp_path / "whole" / "checkpoints" / "step_0000100.pt", weights_only=False)["model"]
+    final_resumed = torch.load(killed / "checkpoints" / "step_0000100.pt", weights_only=False)["model"]
+    assert all(torch.equal(final_whole[k], final_resumed[k]) for k in final_whole)
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(scivocab, shards, tmp_path, monkeypatch):
+    forward = electramed.ElectraForPretraining.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        outputs = forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] > 7:
+            outputs["loss"] = outputs["loss"] * float("nan")
+        return outputs
+
+    monkeypatch.setattr(electramed.ElectraForPretraining, "forward", poisoned)
+    with pytest.raises(SystemExit, match="NaN or infinite before step 10.*step_0000005.pt"):
+        train.main(run_args(tmp_path, scivocab, shards, "--train-steps", "20", "--log-every", "10",
+                            "--save-every", "5"))
+    checkpoints = sorted((tmp_path / "checkpoints").glob("step_*.pt"))
+    assert [c.name for c in checkpoints] == ["step_0000005.pt"]
+    state = torch.load(checkpoints[0], weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_the_main_job_in_one_command_trains_a_vocab_builds_shards_and_pretrains(corpus, tmp_path):
+    args = ["pretrain", "--corpus", *map(str, corpus[:40]), "--out", str(tmp_path), "--preset", "tiny",
+            "--vocab-size", "600", "--train-steps", "3", "--log-every", "1", "--processes", "1"]
+    assert train.main(args) == 0
+    vocab = (tmp_path / "vocab.txt").read_text().splitlines()
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] and len(vocab) <= 600
+    assert data.shards_ready(tmp_path / "shards", tmp_path / "vocab.txt", 64)
+    assert len(read_log(tmp_path)) == 3
+
+
+def test_without_a_corpus_it_says_what_to_pass_and_exits_2(tmp_path, capsys):
+    assert train.main(["pretrain", "--out", str(tmp_path), "--preset", "tiny"]) == 2
+    error = capsys.readouterr().err
+    assert "--corpus" in error and "pubmed" in error.lower()
+    assert not list(tmp_path.iterdir())  # nothing half-written
