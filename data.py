@@ -325,7 +325,7 @@ def build_shards(corpus, vocab_path, out_dir, max_length=128, seed=12345, prepro
                 counts[index] = count
                 bar.update(nbytes)
     vocab_size = len(WordPieceTokenizer(vocab_path).ids)
-    index = {"vocab_path": str(vocab_path), "vocab_sha1": vocab_sha1, "vocab_size": vocab_size,
+    index = {"vocab_path": str(Path(vocab_path).resolve()), "vocab_sha1": vocab_sha1, "vocab_size": vocab_size,
              "max_length": max_length, "dtype": np.dtype(ids_dtype(vocab_size)).name, "seed": seed,
              "preprocess": preprocess, "examples": sum(counts.values()),
              "shards": [{"file": f"shard_{i:05d}.bin", "examples": counts[i]} for i in range(len(specs))],

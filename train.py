@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -108,15 +109,50 @@ def parameter_groups(model, weight_decay):
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
-# --------------------------------------------------------------------------------------------------------- the device
-def get_device(name):
-    if name == "xla":
-        import torch_xla  # imported only here: the project runs without torch_xla on cpu and cuda
+# ------------------------------------------------------------------------------------------- devices and processes
+@dataclass
+class Runtime:
+    """Where this process trains: its device, its rank among torchrun processes, and the XLA SPMD mesh if any."""
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    mesh: object = None  # torch_xla SPMD mesh when one program runs over several XLA devices
 
-        return torch_xla.device()
-    if name == "cuda" and not torch.cuda.is_available():
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+
+def setup_runtime(device_name):
+    """cpu/cuda: one process, or one per rank under torchrun (DDP). xla: one process driving every device with SPMD."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if device_name == "xla":
+        if world_size > 1:
+            raise InputError("--device xla runs one process over all devices (SPMD): start it without torchrun")
+        import torch_xla  # imported only here: the project runs without torch_xla on cpu and cuda
+        import torch_xla.runtime as xr
+
+        mesh = None
+        if xr.global_runtime_device_count() > 1:  # e.g. the 8 cores of a TPU v3-8, or CPU_NUM_DEVICES=2
+            import numpy as np
+            import torch_xla.distributed.spmd as xs
+
+            xr.use_spmd()  # must come before any XLA tensor exists
+            count = xr.global_runtime_device_count()
+            mesh = xs.Mesh(np.arange(count), (count, 1), ("data", "model"))  # a 1-D data-parallel mesh
+            print(f"SPMD over {count} XLA devices: one program, batch rows split over the 'data' mesh axis")
+        return Runtime(torch_xla.device(), mesh=mesh)
+    if device_name == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is visible to torch")
-    return torch.device(name)
+    if world_size == 1:
+        return Runtime(torch.device(device_name))
+    # torchrun: NCCL between GPUs, gloo between CPU processes
+    torch.distributed.init_process_group("nccl" if device_name == "cuda" else "gloo")
+    rank, local_rank = torch.distributed.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if device_name == "cuda" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return Runtime(device, rank, world_size)
 
 
 def sync(device):
@@ -125,6 +161,24 @@ def sync(device):
         import torch_xla
 
         torch_xla.sync()
+
+
+def seed_everything(seed, device):
+    """Seed the generator that masking, sampling and dropout draw from (XLA has a generator of its own)."""
+    torch.manual_seed(seed)
+    if device.type == "xla":
+        import torch_xla.core.xla_model as xm
+
+        xm.set_rng_state(seed)
+
+
+def xla_compiles(device):
+    """How many XLA graphs were compiled so far: it must stop growing after the first two steps."""
+    if device.type != "xla":
+        return None
+    import torch_xla.debug.metrics as met
+
+    return (met.metric_data("CompileTime") or [0])[0]
 
 
 def to_cpu(obj):
@@ -209,20 +263,39 @@ def model_config(args, config, tokenizer):
     return model
 
 
+def step_seed(seed, step, micro_batch):
+    """The random seed of one micro-batch of one step. Masking, sampling and dropout depend only on (seed, step,
+    micro-batch), so a resumed run draws exactly what an uninterrupted one would, and N torchrun processes draw what
+    one process accumulating over the same N micro-batches draws."""
+    return (seed * 1_000_003 + step * 1_009 + micro_batch) % (2 ** 63)
+
+
+def global_batches(loader, config, start_step, runtime):
+    """This process's share of every optimizer step's batch, from `start_step` on: {name: [rows, max_length]}."""
+    per_epoch = loader.batches_per_epoch(config.batch_size)
+    for step in range(start_step, config.train_steps):
+        epoch, number = divmod(step, per_epoch)
+        yield loader.batch(epoch, number, config.batch_size, config.seed, runtime.rank, runtime.world_size)
+
+
 def pretrain(args):
-    args.world_size, args.rank = 1, 0
+    runtime = setup_runtime(args.device)
+    args.world_size = runtime.world_size
     config = resolve_config(args)
-    vocab, shards = prepare_inputs(args, config.max_length)
+    if runtime.is_main:
+        vocab, shards = prepare_inputs(args, config.max_length)
+    if runtime.world_size > 1:  # the other ranks wait for rank 0 to build the vocabulary and shards
+        torch.distributed.barrier()
+        vocab, shards = prepare_inputs(args, config.max_length)
     tokenizer = WordPieceTokenizer(vocab)
-    device = get_device(args.device)
+    device = runtime.device
     out = Path(args.out)
     checkpoints = out / "checkpoints"
     loader = data.PretrainingData(shards, tokenizer.pad_id, tokenizer.sep_id)
-    batches_per_epoch = loader.batches_per_epoch(config.batch_size)
-    if batches_per_epoch == 0:
+    if loader.batches_per_epoch(config.batch_size) == 0:
         raise InputError(f"{shards}: {len(loader)} examples, fewer than one batch of {config.batch_size}")
 
-    torch.manual_seed(config.seed)
+    seed_everything(config.seed, device)
     model = ElectraForPretraining(model_config(args, config, tokenizer)).to(device)
     optimizer = AdamWeightDecay(parameter_groups(model, config.weight_decay),
                                 betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
@@ -232,47 +305,57 @@ def pretrain(args):
         state = torch.load(resume_from, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"])
         step = state["step"]
         print(f"resumed from {resume_from} at step {step}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({"pretrain": asdict(config), "model": asdict(model.config),
-                                                 "vocab": str(vocab), "shards": str(shards)}, indent=1))
     log_path = out / "metrics.jsonl"
-    if log_path.exists():  # keep only what the resumed state has seen, so the log reads as one uninterrupted run
-        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        log_path.write_text("".join(line + "\n" for line in kept))
+    if runtime.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"pretrain": asdict(config), "model": asdict(model.config),
+                                                     "vocab": str(vocab), "shards": str(shards)}, indent=1))
+        if log_path.exists():  # keep only what the resumed state has seen: the log reads as one uninterrupted run
+            kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            log_path.write_text("".join(line + "\n" for line in kept))
 
     def save_checkpoint(step):
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "rng_cpu": torch.get_rng_state(), "pretrain": asdict(config), "model_config": asdict(model.config),
-                 "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
-        save_atomic(to_cpu(state), checkpoints / f"step_{step:07d}.pt")
-        for old in sorted(checkpoints.glob("step_*.pt"))[:-args.keep_checkpoints]:
-            old.unlink()
+        if runtime.is_main:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                     "pretrain": asdict(config), "model_config": asdict(model.config)}
+            save_atomic(to_cpu(state), checkpoints / f"step_{step:07d}.pt")
+            for old in sorted(checkpoints.glob("step_*.pt"))[:-args.keep_checkpoints]:
+                old.unlink()
 
+    step_model = torch.compile(model) if args.compile else model
+    if runtime.world_size > 1:
+        step_model = torch.nn.parallel.DistributedDataParallel(step_model)
+    batches = global_batches(loader, config, step, runtime)
+    if device.type == "xla":  # prefetch to the device on a background thread; under SPMD split rows over the mesh
+        import torch_xla.distributed.parallel_loader as pl
+        import torch_xla.distributed.spmd as xs
+
+        sharding = xs.ShardingSpec(runtime.mesh, ("data", None)) if runtime.mesh else None
+        batches = pl.MpDeviceLoader(batches, device, input_sharding=sharding)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and args.bf16)
-    step_fn = torch.compile(model) if args.compile else model
+    accumulation = config.accumulation_steps
     model.train()
     finite = torch.ones((), dtype=torch.bool, device=device)  # checked on the host only when logging or saving
     sums, count, tokens, last_time = {}, 0, 0, time.perf_counter()
-    bar = tqdm(total=config.train_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
-    while step < config.train_steps:
-        epoch, number = divmod(step, batches_per_epoch)
-        batch = loader.batch(epoch, number, config.batch_size, config.seed, args.rank, args.world_size)
+    bar = tqdm(total=config.train_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True,
+               disable=not runtime.is_main)
+    for batch in batches:
         lr = torch.tensor(learning_rate_at(step, config), device=device)
-        for micro in range(config.accumulation_steps):  # gradient accumulation: batch 256 on a small machine
-            micro_batch = {k: v.chunk(config.accumulation_steps)[micro].to(device) for k, v in batch.items()}
-            with autocast:
-                outputs = step_fn(**micro_batch)
-            (outputs["loss"] / config.accumulation_steps).backward()
+        for micro in range(accumulation):  # gradient accumulation: batch 256 on a small machine
+            if device.type != "xla":  # XLA's generator advances inside the compiled step instead
+                torch.manual_seed(step_seed(config.seed, step, runtime.rank * accumulation + micro))
+            micro_batch = {k: v.chunk(accumulation)[micro].to(device) for k, v in batch.items()}
+            last = micro == accumulation - 1
+            with autocast, (step_model.no_sync() if runtime.world_size > 1 and not last else nullcontext()):
+                outputs = step_model(**micro_batch)
+                (outputs["loss"] / accumulation).backward()
             for name, value in outputs.items():
                 sums[name] = sums.get(name, 0) + value.detach().float()
             finite &= torch.isfinite(outputs["loss"].detach())
-        count += config.accumulation_steps
-        tokens += int(batch["input_ids"].numel())
+        count += accumulation
+        tokens += batch["input_ids"].numel() * runtime.world_size
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
         optimizer.step(lr)
         optimizer.zero_grad(set_to_none=True)
@@ -280,29 +363,45 @@ def pretrain(args):
         step += 1
         bar.update(1)
         if step % args.log_every == 0 or step == config.train_steps:
-            if not bool(finite):
-                bar.close()
-                raise SystemExit(f"error: the loss became NaN or infinite before step {step}; stopping. The last "
-                                 f"good checkpoint is {latest_checkpoint(checkpoints) or 'none'} (try a lower "
-                                 "--learning-rate or more --warmup-steps)")
+            check_finite(finite, step, checkpoints, runtime)
+            names = sorted(sums)
+            values = torch.stack([sums[k] for k in names]) / count
+            if runtime.world_size > 1:  # log the average over all processes
+                torch.distributed.all_reduce(values)
+                values /= runtime.world_size
             now = time.perf_counter()
             record = {"step": step, "lr": learning_rate_at(step - 1, config),
-                      **{k: round(v.item() / count, 6) for k, v in sums.items()},
+                      **{k: round(v, 6) for k, v in zip(names, values.tolist())},
                       "tokens_per_s": round(tokens / (now - last_time), 1)}
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            if device.type == "xla":
+                record["xla_compiles"] = xla_compiles(device)
+            if runtime.is_main:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.3f}", gen_acc=f"{record.get('gen_accuracy', 0):.3f}",
                             disc_acc=f"{record.get('disc_accuracy', 0):.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
             sums, count, tokens, last_time = {}, 0, 0, now
         if step % args.save_every == 0 or step == config.train_steps:
-            if not bool(finite):
-                raise SystemExit(f"error: the loss became NaN or infinite before step {step}; not saving. The last "
-                                 f"good checkpoint is {latest_checkpoint(checkpoints) or 'none'}")
+            check_finite(finite, step, checkpoints, runtime)
             save_checkpoint(step)
     bar.close()
-    export_dir = out / "electramed-hf"
-    save_pretrained(model.cpu(), export_dir, vocab_path=vocab)
-    print(f"done: {step} steps; checkpoints in {checkpoints}; HuggingFace-format model in {export_dir}")
+    if runtime.is_main:
+        export_dir = out / "electramed-hf"
+        save_pretrained(model.cpu(), export_dir, vocab_path=vocab)
+        print(f"done: {step} steps; checkpoints in {checkpoints}; HuggingFace-format model in {export_dir}")
+    if runtime.world_size > 1:
+        torch.distributed.destroy_process_group()
+
+
+def check_finite(finite, step, checkpoints, runtime):
+    """Stop on a NaN/inf loss before anything is saved: the last good checkpoint stays the newest one."""
+    if runtime.world_size > 1:
+        finite = finite.clone().float()
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    if not bool(finite):
+        raise SystemExit(f"error: the loss became NaN or infinite before step {step}; stopping without saving. The "
+                         f"last good checkpoint is {latest_checkpoint(checkpoints) or 'none'} (try a lower "
+                         "--learning-rate or more --warmup-steps)")
 
 
 # ------------------------------------------------------------------------------------------------ other subcommands

@@ -3,7 +3,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -91,26 +90,35 @@ def test_a_tiny_run_on_real_pubmed_text_lowers_the_loss(scivocab, shards, tmp_pa
                                atol=1e-5, rtol=1e-5)
 
 
+KILL_AT_STEP = """
+import os, signal, sys, train
+schedule = train.learning_rate_at
+def learning_rate_at(step, config):  # SIGKILL (no clean-up at all) as step 24 begins, past the step-20 checkpoint
+    if step == 23:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return schedule(step, config)
+train.learning_rate_at = learning_rate_at
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
 def test_kill_and_resume_equals_an_uninterrupted_run(scivocab, shards, tmp_path):
-    steps = ["--train-steps", "100", "--log-every", "1", "--save-every", "10"]
+    steps = ["--train-steps", "30", "--log-every", "1", "--save-every", "10"]
     assert train.main(run_args(tmp_path / "whole", scivocab, shards, *steps)) == 0
     killed = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, str(REPO / "train.py"), *run_args(killed, scivocab, shards, *steps)],
-                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "step_0000010.pt").exists() and child.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    child.send_signal(signal.SIGKILL)
-    assert child.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    checkpoints = sorted((killed / "checkpoints").glob("step_*.pt"))
-    assert checkpoints and int(checkpoints[-1].stem[5:]) < 100
+    child = subprocess.run([sys.executable, "-c", KILL_AT_STEP, *run_args(killed, scivocab, shards, *steps)],
+                           cwd=REPO, capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert [c.name for c in sorted((killed / "checkpoints").glob("step_*.pt"))] == ["step_0000010.pt",
+                                                                                   "step_0000020.pt"]
+    assert [r["step"] for r in read_log(killed)] == list(range(1, 24))  # logged past the checkpoint, then killed
     assert train.main(run_args(killed, scivocab, shards, *steps, "--resume")) == 0
     whole, resumed = read_log(tmp_path / "whole"), read_log(killed)
-    assert [r["step"] for r in resumed] == list(range(1, 101))
+    assert [r["step"] for r in resumed] == list(range(1, 31))
     for a, b in zip(whole, resumed):  # bit for bit: every logged figure but the wall-clock speed
         assert {k: v for k, v in a.items() if k != "tokens_per_s"} == {k: v for k, v in b.items() if k != "tokens_per_s"}
-    final_whole = torch.load(tmp_path / "whole" / "checkpoints" / "step_0000100.pt", weights_only=False)["model"]
-    final_resumed = torch.load(killed / "checkpoints" / "step_0000100.pt", weights_only=False)["model"]
+    final_whole = torch.load(tmp_path / "whole" / "checkpoints" / "step_0000030.pt", weights_only=False)["model"]
+    final_resumed = torch.load(killed / "checkpoints" / "step_0000030.pt", weights_only=False)["model"]
     assert all(torch.equal(final_whole[k], final_resumed[k]) for k in final_whole)
 
 

@@ -1,0 +1,114 @@
+"""`train.py pretrain` on the XLA CPU device (one device and SPMD over two) and with torchrun (2 gloo processes).
+
+Each run is its own process: SPMD must be switched on before any XLA tensor exists, and torchrun starts its own.
+The XLA runs compile 3-4 graphs of a few seconds each; they run side by side to keep this file near half a minute.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import data
+import train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def xla_available():
+    try:
+        import torch_xla  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_xla = pytest.mark.skipif(not xla_available() and os.environ.get("CI") != "true",
+                               reason="torch_xla is not installed (pip install -e '.[xla]')")
+
+
+@pytest.fixture(scope="module")
+def shards(data_dir, scivocab, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    corpus = sorted((data_dir / "pretrain" / "hoc" / "text").glob("*.txt"))[:150]
+    data.build_shards(corpus, scivocab, out, max_length=64, processes=1)
+    return out
+
+
+def pretrain_command(out, scivocab, shards, device, *extra):
+    return [sys.executable, str(REPO / "train.py"), "pretrain", "--preset", "tiny", "--vocab", str(scivocab),
+            "--shards", str(shards), "--out", str(out), "--device", device, "--log-every", "1", *extra]
+
+
+def read_log(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def run_together(commands):
+    """Start the commands side by side; fail with the tail of stderr of any that fails."""
+    children = [subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for command, env in commands]
+    results = [child.communicate(timeout=600) for child in children]
+    for child, (stdout, stderr) in zip(children, results):
+        assert child.returncode == 0, stderr[-3000:]
+    return [stdout + stderr for stdout, stderr in results]
+
+
+@needs_xla
+def test_xla_learns_stops_compiling_and_spmd_over_two_devices_equals_one(scivocab, shards, tmp_path):
+    steps = ["--train-steps", "6", "--save-every", "3"]
+    one, two = run_together([
+        (pretrain_command(tmp_path / "one", scivocab, shards, "xla", *steps), {"PJRT_DEVICE": "CPU",
+                                                                              "CPU_NUM_DEVICES": "1"}),
+        (pretrain_command(tmp_path / "two", scivocab, shards, "xla", *steps), {"PJRT_DEVICE": "CPU",
+                                                                              "CPU_NUM_DEVICES": "2"})])
+    assert "SPMD over 2 XLA devices" in two and "SPMD" not in one
+    single, spmd = read_log(tmp_path / "one"), read_log(tmp_path / "two")
+    assert single[-1]["loss"] < single[0]["loss"] and single[-1]["gen_loss"] < single[0]["gen_loss"]
+    for log in (single, spmd):
+        compiles = [record["xla_compiles"] for record in log]
+        # step 1 and step 2 are different graphs (the optimizer creates its state in step 1); then no compile at all
+        assert compiles[1] == compiles[-1] and compiles[1] <= 5, compiles
+    # One program over two devices computes the same numbers as over one, up to the order of float32 sums in the
+    # partitioned reductions (the gradient all-reduce and the loss means): relative 1e-5 is ~100x that rounding.
+    for a, b in zip(single, spmd):
+        for name in ("loss", "gen_loss", "disc_loss", "disc_accuracy"):
+            assert a[name] == pytest.approx(b[name], rel=1e-5, abs=1e-6), (a["step"], name)
+
+    # An XLA checkpoint resumes on plain CPU torch: same weights, and training continues from its step.
+    state = torch.load(tmp_path / "one" / "checkpoints" / "step_0000006.pt", map_location="cpu", weights_only=False)
+    assert all(t.device.type == "cpu" for t in state["model"].values())
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    (resumed / "checkpoints" / "step_0000003.pt").write_bytes(
+        (tmp_path / "one" / "checkpoints" / "step_0000003.pt").read_bytes())
+    assert train.main(["pretrain", "--preset", "tiny", "--vocab", str(scivocab), "--shards", str(shards),
+                       "--out", str(resumed), "--device", "cpu", "--log-every", "1", *steps, "--resume"]) == 0
+    on_cpu = read_log(resumed)
+    assert [r["step"] for r in on_cpu] == [4, 5, 6]
+    # XLA draws other random masks than CPU torch, so the losses agree only statistically
+    assert on_cpu[0]["loss"] == pytest.approx(single[3]["loss"], rel=0.02)
+
+
+def test_torchrun_two_gloo_processes_equal_one_process_with_the_same_global_batch(scivocab, shards, tmp_path):
+    """2 processes x 1 micro-batch of 8 == 1 process x 2 accumulated micro-batches of 8: the same 16 rows, the same
+    per-micro-batch seeds (train.step_seed), the same mean of the two gradients."""
+    steps = ["--train-steps", "5", "--batch-size", "16"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29571"]
+    run_together([(torchrun + pretrain_command(tmp_path / "two", scivocab, shards, "cpu", *steps)[1:],
+                   {"OMP_NUM_THREADS": "1"})])
+    assert train.main(pretrain_command(tmp_path / "one", scivocab, shards, "cpu", *steps,
+                                       "--accumulation-steps", "2")[2:]) == 0
+    two, one = read_log(tmp_path / "two"), read_log(tmp_path / "one")
+    assert [r["step"] for r in two] == [1, 2, 3, 4, 5]
+    for a, b in zip(one, two):
+        for name in ("loss", "gen_loss", "disc_loss", "gen_accuracy", "disc_accuracy"):
+            assert a[name] == pytest.approx(b[name], rel=1e-6, abs=1e-7), (a["step"], name)
+    assert not (tmp_path / "two" / "checkpoints" / "step_0000005.pt.tmp").exists()
+    weights_one = torch.load(tmp_path / "one" / "checkpoints" / "step_0000005.pt", weights_only=False)["model"]
+    weights_two = torch.load(tmp_path / "two" / "checkpoints" / "step_0000005.pt", weights_only=False)["model"]
+    for name in weights_one:
+        torch.testing.assert_close(weights_one[name], weights_two[name], rtol=1e-5, atol=1e-6)
