@@ -406,6 +406,8 @@ def check_finite(finite, step, checkpoints, runtime):
 
 # ------------------------------------------------------------------------------------------------ other subcommands
 def prepare(args):
+    if not args.corpus:
+        raise InputError("prepare needs --corpus: the text files or folders to pack")
     index = data.build_shards(args.corpus, args.vocab, args.out, args.max_length, seed=args.seed,
                               preprocess=args.pubmed_preprocess, processes=args.processes)
     print(f"{index['examples']} examples of length {index['max_length']} in {len(index['shards'])} shards -> {args.out}")
@@ -428,7 +430,7 @@ def export(args):
 
 
 # -------------------------------------------------------------------------------------------------------------- CLI
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     number = dict(default=None)
@@ -502,8 +504,11 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="folder for discriminator/ and generator/")
     p.add_argument("--vocab", help="vocab.txt to copy beside the weights")
     p.set_defaults(run=export)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     try:
         args.run(args)
     except InputError as error:
