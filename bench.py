@@ -13,17 +13,248 @@ import sys
 
 # ----------------------------------------------------------------------------------------------------------- tokenizer
 def bench_tokenizer(args):
-    raise NotImplementedError("bench tokenizer: not written yet")
+    """Lines/s and MB/s of tokenizer.py beside transformers' BertTokenizerLegacy and the Rust BertWordPieceTokenizer.
+
+    Every pass starts our tokenizer with an empty cache (a new instance, built outside the timing), so the cache only
+    helps within the pass, as in one pass over a corpus. Contenders run interleaved within each repeat; medians.
+    """
+    import os
+    import statistics
+    import time
+
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizerLegacy
+
+    from tokenizer import WordPieceTokenizer
+
+    with open(args.text, encoding="utf-8") as file:
+        lines = [line.rstrip("\n") for line in file if line.strip()]
+    megabytes = sum(len(line.encode("utf-8")) for line in lines) / 1e6
+    legacy = BertTokenizerLegacy(args.vocab, do_lower_case=True)
+    rust = BertWordPieceTokenizer(args.vocab, lowercase=True)
+    check = lines[:2000]  # same output, or the timing compares different work
+    ours_check = [WordPieceTokenizer(args.vocab).encode(line).ids for line in check]
+    assert ours_check == [legacy.encode(line) for line in check] == [rust.encode(line).ids for line in check], \
+        "tokenizers disagree on this text: timing them side by side would be meaningless"
+
+    def ours_pass(method):
+        tokenizer = WordPieceTokenizer(args.vocab)  # empty cache
+        encode = getattr(tokenizer, method)
+        start = time.perf_counter()
+        for line in lines:
+            encode(line)
+        return time.perf_counter() - start
+
+    def timed(function):
+        start = time.perf_counter()
+        function()
+        return time.perf_counter() - start
+
+    contenders = {  # name -> one timed pass over all lines
+        "ours encode (ids+offsets)": lambda: ours_pass("encode"),
+        "ours tokenize_ids": lambda: ours_pass("tokenize_ids"),
+        "BertTokenizerLegacy encode": lambda: timed(lambda: [legacy.encode(line) for line in lines]),
+        "Rust encode, per line": lambda: timed(lambda: [rust.encode(line) for line in lines]),
+        f"Rust encode_batch ({os.cpu_count()} threads)": lambda: timed(lambda: rust.encode_batch(lines)),
+    }
+    for run in contenders.values():  # warm-up: imports, regex compilation, allocator
+        run()
+    seconds = {name: [] for name in contenders}
+    for _ in range(args.repeat):
+        for name, run in contenders.items():
+            seconds[name].append(run())
+    median = {name: statistics.median(times) for name, times in seconds.items()}
+    legacy_s, rust_s = median["BertTokenizerLegacy encode"], median["Rust encode, per line"]
+    print(f"{args.text}: {len(lines):,} lines, {megabytes:.2f} MB; vocab {args.vocab}; median of {args.repeat}")
+    print(f"{'':34} {'lines/s':>10} {'MB/s':>7} {'vs Legacy':>10} {'vs Rust per line':>17}")
+    for name, value in median.items():
+        print(f"{name:34} {len(lines) / value:10,.0f} {megabytes / value:7.2f} {legacy_s / value:9.2f}x "
+              f"{rust_s / value:16.2f}x")
 
 
 # ------------------------------------------------------------------------------------------------------------ pretrain
 def bench_pretrain(args):
-    raise NotImplementedError("bench pretrain: not written yet")
+    """One full ELECTRA pre-training step -- generator and discriminator forward, backward, gradient clipping, AdamW --
+    for ours and for the same step built from transformers' ElectraForMaskedLM + ElectraForPreTraining (embeddings
+    shared and the LM head re-tied, generator logits only at the masked slots: its strongest use). Both sides share
+    electramed's masking, sampling and loss functions, so only the networks differ. Each side runs in its own
+    subprocess (same threads, same inherited allocator settings) so that its peak RSS is its own.
+
+    FLOPs are counted analytically: the matmuls of both networks' forward (2 per multiply-add: Q/K/V, attention
+    output, FFN, the two attention products, embedding projections, heads; the generator head at the slots only),
+    times 3 for forward + backward. Elementwise work (LayerNorm, GELU, softmax, dropout, Adam) is not counted.
+    """
+    import json
+    import os
+    import resource
+    import statistics
+    import subprocess
+    import time
+
+    import torch
+
+    import electramed as em
+
+    config = em.preset(args.preset, vocab_size=args.vocab_size)
+    args.threads = args.threads or os.cpu_count()
+    slots = int((config.mask_prob + 0.005) * args.seq)
+
+    def encoder_flops(c, tokens):
+        layer = 2 * tokens * (4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size)
+        layer += 2 * 2 * tokens * args.seq * c.hidden_size  # Q K^T and (attention weights) V
+        project = 2 * tokens * c.embedding_size * c.hidden_size if c.embedding_size != c.hidden_size else 0
+        return c.num_layers * layer + project
+
+    def step_flops():
+        tokens, gen = args.batch * args.seq, config.generator_config()
+        discriminator = encoder_flops(config, tokens) + 2 * tokens * (config.hidden_size ** 2 + config.hidden_size)
+        generator = encoder_flops(gen, tokens) + 2 * args.batch * slots * (
+            gen.hidden_size * gen.embedding_size + gen.embedding_size * gen.vocab_size)
+        return 3 * (discriminator + generator)
+
+    def matmul_peak(n=2048, repeats=10):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        return 2 * n ** 3 / best / 1e9
+
+    if args.side:  # ------------------------------------------------- child: time one side, print one JSON line
+        torch.set_num_threads(args.threads)
+        if args.side == "transformers":
+            import transformers
+        rss_before = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+        torch.manual_seed(0)
+        ids = torch.randint(config.mask_id + 1, config.vocab_size, (args.batch, args.seq))
+        ids[:, 0], ids[:, args.seq // 2], ids[:, -1] = config.cls_id, config.sep_id, config.sep_id
+        mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+        types[:, args.seq // 2 + 1:] = 1
+        if args.side == "ours":
+            model = em.ElectraForPretraining(config).train()
+            params, forward = list(model.parameters()), lambda: model(ids, mask, types)
+        else:
+            def hf_config(c):
+                return transformers.ElectraConfig(
+                    vocab_size=c.vocab_size, embedding_size=c.embedding_size, hidden_size=c.hidden_size,
+                    num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads,
+                    intermediate_size=c.intermediate_size, attn_implementation="sdpa")
+            discriminator = transformers.ElectraForPreTraining(hf_config(config)).train()
+            generator = transformers.ElectraForMaskedLM(hf_config(config.generator_config())).train()
+            generator.electra.embeddings = discriminator.electra.embeddings  # ELECTRA shares the embeddings
+            generator.generator_lm_head.weight = discriminator.electra.embeddings.word_embeddings.weight  # re-tie
+            params = list({id(p): p for p in [*discriminator.parameters(), *generator.parameters()]}.values())
+
+            def forward():
+                masked_ids, positions, weights = em.mask_tokens(ids, mask, config)
+                hidden = generator.electra(masked_ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+                hidden = hidden.gather(1, positions[:, :, None].expand(-1, -1, hidden.shape[-1]))  # the N slots
+                logits = generator.generator_lm_head(generator.generator_predictions(hidden))
+                out = em.generator_metrics(logits, ids.gather(1, positions), weights)
+                fake_ids, labels = em.replace_tokens(ids, positions, weights, logits, config.temperature)
+                disc_logits = discriminator(fake_ids, attention_mask=mask, token_type_ids=types).logits
+                out.update(em.discriminator_metrics(disc_logits, labels, mask))
+                out["loss"] = config.gen_weight * out["gen_loss"] + config.disc_weight * out["disc_loss"]
+                return out
+        optimizer = torch.optim.AdamW(params, lr=2e-4, eps=1e-6, weight_decay=0.01)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            forward()["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+
+        for _ in range(args.warmup):
+            step()
+        times = []
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; read before the mm test
+        print(json.dumps({"step_s": statistics.median(times), "times": times, "peak_rss_mb": peak_rss,
+                          "rss_before_mb": rss_before, "params": sum(p.numel() for p in params),
+                          "matmul_peak": matmul_peak()}))
+        return
+
+    # ------------------------------------------------------------------------------ parent: both sides, then ratios
+    if args.device != "cpu":
+        raise SystemExit("bench pretrain: only --device cpu is implemented here (xla and cuda: issue 5)")
+    # The CPU is shared and slows down in bursts: the sides alternate for --rounds rounds and each keeps its
+    # least-disturbed round (lowest median step), the fairest reading of both under the same conditions.
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    results = {}
+    for _ in range(args.rounds):
+        for side in ("transformers", "ours"):
+            command = [sys.executable, os.path.abspath(__file__), "pretrain", "--side", side, "--preset",
+                       args.preset, "--seq", str(args.seq), "--batch", str(args.batch), "--steps", str(args.steps),
+                       "--warmup", str(args.warmup), "--threads", str(args.threads),
+                       "--vocab-size", str(args.vocab_size)]
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"bench pretrain: the {side} run failed:\n{done.stderr[-3000:]}")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            if side not in results or result["step_s"] < results[side]["step_s"]:
+                results[side] = result
+    flops = step_flops()
+    peak = max(result["matmul_peak"] for result in results.values())
+    tokens = args.batch * args.seq
+    print(f"pretrain step: preset {args.preset}, seq {args.seq}, batch {args.batch}, vocab {args.vocab_size}, "
+          f"{args.threads} threads; median of {args.steps} steps after {args.warmup} warm-up, best of "
+          f"{args.rounds} alternating round(s)")
+    per_side = ", ".join(f"{side} {result['matmul_peak']:.0f}" for side, result in results.items())
+    print(f"model FLOPs per step {flops / 1e9:.1f} GFLOP (matmuls, forward x 3); fp32 matmul peak "
+          f"{peak:.0f} GFLOP/s (best 2048^3 torch.mm, measured by each side: {per_side})")
+    print(f"{'':13} {'params':>10} {'step ms':>8} {'tokens/s':>9} {'GFLOP/s':>8} {'% peak':>7} {'peak RSS MB':>12} "
+          f"{'RSS growth MB':>14}  step times ms")
+    for side, result in results.items():
+        print(f"{side:13} {result['params']:10,} {1e3 * result['step_s']:8.0f} {tokens / result['step_s']:9.0f} "
+              f"{flops / result['step_s'] / 1e9:8.1f} {100 * flops / result['step_s'] / 1e9 / peak:6.1f}% "
+              f"{result['peak_rss_mb']:12.0f} {result['peak_rss_mb'] - result['rss_before_mb']:14.0f}  "
+              f"{' '.join(f'{1e3 * t:.0f}' for t in result['times'])}")
+    ours, theirs = results["ours"], results["transformers"]
+    print(f"ours / transformers: tokens/s x{theirs['step_s'] / ours['step_s']:.2f}, peak RSS "
+          f"x{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}, RSS growth "
+          f"x{(ours['peak_rss_mb'] - ours['rss_before_mb']) / (theirs['peak_rss_mb'] - theirs['rss_before_mb']):.2f}")
 
 
 # ------------------------------------------------------------------------------------------------------------- prepare
 def bench_prepare(args):
-    raise NotImplementedError("bench prepare: not written yet")
+    """Corpus -> shards with 1 and 2 processes, beside the Rust tokenizer's encode_batch over the same sentences.
+
+    The peer only tokenizes (no reading, packing or writing), with as many threads as it likes: a bar, not a twin.
+    """
+    import os
+    import shutil
+    import tempfile
+    import time
+
+    import data
+
+    files = data.corpus_files(args.corpus)
+    megabytes = sum(path.stat().st_size for path in files) / 1e6
+    sentences = [s for path in files for document in data.read_documents(path) for s in document]
+    results = {}
+    for processes in (1, 2):
+        out = tempfile.mkdtemp(prefix="bench-shards-")
+        start = time.perf_counter()
+        index = data.build_shards(args.corpus, args.vocab, out, args.max_length, processes=processes)
+        results[f"ours, {processes} process{'es' if processes > 1 else ''}"] = time.perf_counter() - start
+        shutil.rmtree(out)
+    from tokenizers import BertWordPieceTokenizer
+
+    rust = BertWordPieceTokenizer(args.vocab, lowercase=True)
+    start = time.perf_counter()
+    rust.encode_batch(sentences, add_special_tokens=False)
+    peer = f"Rust tokenizers encode_batch ({os.environ.get('RAYON_NUM_THREADS', os.cpu_count())} threads)"
+    results[peer] = time.perf_counter() - start
+    print(f"corpus: {len(files)} files, {megabytes:.1f} MB, {len(sentences)} sentences -> "
+          f"{index['examples']} examples of {args.max_length} tokens")
+    for name, seconds in results.items():
+        print(f"{name:<45} {seconds:7.2f} s {megabytes / seconds:7.2f} MB/s   "
+              f"ratio to the peer {results[peer] / seconds:5.2f}x")
 
 
 def main(argv=None):
@@ -42,6 +273,11 @@ def main(argv=None):
     pre.add_argument("--batch", type=int, default=8, help="batch size")
     pre.add_argument("--steps", type=int, default=10, help="timed steps (after warm-up); the median is reported")
     pre.add_argument("--device", default="cpu", help="cpu, cuda or xla")
+    pre.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps")
+    pre.add_argument("--threads", type=int, help="torch threads, the same for both sides (default: all cores)")
+    pre.add_argument("--rounds", type=int, default=2, help="alternating runs of each side; the fastest is kept")
+    pre.add_argument("--vocab-size", type=int, default=31090, help="vocabulary size (SciVocab: 31,090)")
+    pre.add_argument("--side", choices=["ours", "transformers"], help=argparse.SUPPRESS)  # internal: one child run
     pre.set_defaults(run=bench_pretrain)
 
     prep = commands.add_parser("prepare", help="corpus -> shards throughput with 1 and 2 processes")

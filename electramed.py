@@ -1,0 +1,509 @@
+"""ELECTRA, as pre-trained for ELECTRAMed: a shared embedding block, a small generator and a discriminator trained
+jointly on replaced-token detection, plus checkpoints in HuggingFace's ELECTRA format (both ways).
+
+References followed (details: ../shared/notes/electra-facts.md):
+- Clark, Luong, Le, Manning (2020). ELECTRA: Pre-training Text Encoders as Discriminators Rather Than Generators. ICLR.
+- google-research/electra: model/modeling.py (BertModel; embeddings shared under the scope "electra/embeddings"),
+  pretrain/pretrain_helpers.py (mask, scatter_update, sample_from_softmax), run_pretraining.py (PretrainingModel:
+  _get_masked_lm_output, _get_fake_data, _get_discriminator_output), configure_pretraining.py (hyper-parameters).
+- Miolo, Mantoan, Orsenigo (2021). ELECTRAMed: a new pre-trained language representation model for biomedical NLP.
+  arXiv:2104.09585 (ELECTRA-Base pre-trained on PubMed with a SciVocab WordPiece vocabulary).
+- HuggingFace transformers, models/electra/modeling_electra.py: the parameter names and config.json we read and write.
+
+Modules: Embeddings -> Encoder (embeddings, projection, post-LN transformer layers) -> Discriminator / Generator heads
+-> ElectraForPretraining (the joint loss). Fine-tuning heads use `Encoder(config)` or `load_encoder(directory)`.
+"""
+import json
+import shutil
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# -------------------------------------------------------------------------------------------------------------- config
+@dataclass
+class ElectraConfig:
+    """Defaults are ELECTRA-Small with the BERT uncased vocabulary (configure_pretraining.py); see `preset`."""
+    vocab_size: int = 30522
+    embedding_size: int = 128
+    hidden_size: int = 256
+    num_layers: int = 12
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    # ELECTRA: the generator is a separate, smaller transformer (1/4 of the hidden size for Small, 1/3 for Base)
+    generator_hidden_size: int = 64
+    generator_num_heads: int = 1
+    generator_intermediate_size: int = 256
+    generator_num_layers: int = 12
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    mask_prob: float = 0.15
+    gen_weight: float = 1.0
+    disc_weight: float = 50.0  # ELECTRA: lambda = 50
+    temperature: float = 1.0
+    objective: str = "electra"  # "electra" (replaced-token detection) or "mlm" (BERT-style, generator loss only)
+    pad_id: int = 0
+    cls_id: int = 101  # BERT vocabulary ids; train.py sets them from the vocabulary (SciVocab: 102, 103, 104)
+    sep_id: int = 102
+    mask_id: int = 103
+
+    def __post_init__(self):
+        if self.objective not in ("electra", "mlm"):
+            raise ValueError(f"objective must be 'electra' or 'mlm', not {self.objective!r}")
+        sizes = ((self.hidden_size, self.num_heads), (self.generator_hidden_size, self.generator_num_heads))
+        for hidden, heads in sizes:
+            if hidden % heads:
+                raise ValueError(f"hidden size {hidden} is not a multiple of the number of heads {heads}")
+
+    def generator_config(self) -> "ElectraConfig":
+        """The generator network's sizes; for the "mlm" objective it is the discriminator-sized encoder."""
+        if self.objective == "mlm":
+            return self
+        return replace(self, hidden_size=self.generator_hidden_size, num_heads=self.generator_num_heads,
+                       intermediate_size=self.generator_intermediate_size, num_layers=self.generator_num_layers)
+
+
+PRESETS = {
+    "tiny": dict(embedding_size=64, hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
+                 generator_hidden_size=32, generator_num_heads=1, generator_intermediate_size=128,
+                 generator_num_layers=2),
+    "small": dict(),  # the dataclass defaults
+    # Paper Table 6 / configure_pretraining.py: generator 1/3 for Base, 1/4 for Large; Large masks 25%.
+    "base": dict(embedding_size=768, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
+                 generator_hidden_size=256, generator_num_heads=4, generator_intermediate_size=1024,
+                 generator_num_layers=12),
+    "large": dict(embedding_size=1024, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096,
+                  generator_hidden_size=256, generator_num_heads=4, generator_intermediate_size=1024,
+                  generator_num_layers=24, mask_prob=0.25),
+}
+
+
+def preset(name: str, **overrides) -> ElectraConfig:
+    """`preset("small", vocab_size=31090)`: a named size, then any field overridden."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return ElectraConfig(**{**PRESETS[name], **overrides})
+
+
+def dropout(x, p: float, training: bool):
+    """Inverted dropout. On CPU, F.dropout draws its mask with bernoulli_, single-threaded at ~5 ns per element here
+    (13% of a Small step on 2 cores); comparing a uniform draw with p gives the same distribution at half the cost."""
+    if not training or p == 0.0 or x.device.type != "cpu":
+        return F.dropout(x, p, training)
+    return x * torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))
+
+
+def _init(module: nn.Module, std: float):
+    """HF's _init_weights: N(0, std) for Linear/Embedding weights, zero biases (LayerNorm keeps its 1/0).
+    The official TF code draws from a normal truncated at 2 std; the difference is immaterial at std 0.02."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=std)
+        if isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)
+
+
+# --------------------------------------------------------------------------------------------------------------- model
+class Embeddings(nn.Module):
+    """word + position + token type -> LayerNorm -> dropout. ELECTRA shares this whole block between both networks."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.embedding_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.embedding_size)
+        self.layer_norm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.hidden_dropout = config.dropout
+        _init(self, config.initializer_range)
+
+    def forward(self, input_ids, token_type_ids):
+        seq_len = input_ids.shape[1]
+        x = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+             + self.position_embeddings.weight[:seq_len])  # positions 0..seq_len-1, broadcast over the batch
+        return dropout(self.layer_norm(x), self.hidden_dropout, self.training)
+
+
+class Layer(nn.Module):
+    """A post-LN BERT layer: x = LN(x + Attention(x)); x = LN(x + FFN(x)), GELU in the FFN."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_heads
+        self.attention_dropout = config.attention_dropout
+        self.qkv = nn.Linear(hidden, 3 * hidden)  # query, key, value in one matmul; split into three at checkpoint I/O
+        self.attention_dense = nn.Linear(hidden, hidden)
+        self.attention_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.intermediate = nn.Linear(hidden, config.intermediate_size)
+        self.output_dense = nn.Linear(config.intermediate_size, hidden)
+        self.output_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.hidden_dropout = config.dropout
+        _init(self, config.initializer_range)
+
+    def forward(self, x, attention_mask):  # x [B, S, H]; attention_mask bool [B, 1, 1, S], True = a real token
+        batch, seq_len, hidden = x.shape
+        # [B, S, 3H] -> [B, S, 3, heads, head_dim] -> three [B, heads, S, head_dim]
+        query, key, value = self.qkv(x).view(batch, seq_len, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        context = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask,
+                                                 dropout_p=self.attention_dropout if self.training else 0.0)
+        context = context.transpose(1, 2).reshape(batch, seq_len, hidden)  # [B, heads, S, head_dim] -> [B, S, H]
+        x = self.attention_norm(x + dropout(self.attention_dense(context), self.hidden_dropout, self.training))
+        ffn_output = self.output_dense(F.gelu(self.intermediate(x)))
+        return self.output_norm(x + dropout(ffn_output, self.hidden_dropout, self.training))
+
+
+class Encoder(nn.Module):
+    """Embeddings -> projection to the hidden size (each network its own, modeling.py) -> transformer layers.
+
+    `Encoder(config)` owns its embeddings (fine-tuning); inside ElectraForPretraining both networks get the shared
+    block. `encoder(input_ids, attention_mask, token_type_ids)` -> hidden states [batch, seq, hidden].
+    """
+
+    def __init__(self, config: ElectraConfig, embeddings: Embeddings | None = None):
+        super().__init__()
+        self.embeddings = embeddings if embeddings is not None else Embeddings(config)
+        self.embeddings_project = None
+        if config.embedding_size != config.hidden_size:
+            self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
+            _init(self.embeddings_project, config.initializer_range)
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_layers))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)
+        if self.embeddings_project is not None:
+            x = self.embeddings_project(x)
+        mask = attention_mask.bool()[:, None, None, :]  # [B, S] -> [B, 1, 1, S]: every query sees the real keys
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+
+class Discriminator(nn.Module):
+    """The transformer + head dense -> GELU -> dense -> one logit per token ("is this token replaced?")."""
+    # our head's names -> transformers' (ElectraForPreTraining)
+    hf_heads = {"dense.": "discriminator_predictions.dense.",
+                "prediction.": "discriminator_predictions.dense_prediction."}
+
+    def __init__(self, config: ElectraConfig, embeddings: Embeddings | None = None):
+        super().__init__()
+        self.encoder = Encoder(config, embeddings)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.prediction = nn.Linear(config.hidden_size, 1)
+        _init(nn.ModuleList([self.dense, self.prediction]), config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # -> logits [B, S]
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        return self.prediction(F.gelu(self.dense(hidden))).squeeze(-1)
+
+
+class Generator(nn.Module):
+    """A smaller transformer + MLM head dense -> GELU -> LayerNorm -> output layer tied to the shared word embeddings,
+    with its own bias (run_pretraining.py:_get_masked_lm_output)."""
+    # our head's names -> transformers' (ElectraForMaskedLM; its generator_lm_head.weight is the word embeddings)
+    hf_heads = {"dense.": "generator_predictions.dense.", "layer_norm.": "generator_predictions.LayerNorm.",
+                "output_bias": "generator_lm_head.bias"}
+
+    def __init__(self, config: ElectraConfig, embeddings: Embeddings | None = None):
+        super().__init__()
+        self.encoder = Encoder(config, embeddings)
+        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
+        self.layer_norm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        _init(self.dense, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, positions=None):
+        """Vocabulary logits [B, S, V], or [B, N, V] at `positions` [B, N] only (the official code gathers the
+        masked slots before the head, which saves most of the vocabulary projection)."""
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # [B, S, H]
+        if positions is not None:
+            hidden = hidden.gather(1, positions[:, :, None].expand(-1, -1, hidden.shape[-1]))  # [B, N, H]
+        hidden = self.layer_norm(F.gelu(self.dense(hidden)))  # [B, N, E]
+        return F.linear(hidden, self.encoder.embeddings.word_embeddings.weight, self.output_bias)
+
+
+# ------------------------------------------------------------------------------------------------ the pre-training step
+def mask_tokens(input_ids, attention_mask, config: ElectraConfig):
+    """ELECTRA's dynamic masking (pretrain_helpers.py:mask), with static shapes throughout.
+
+    Returns masked_ids [B, S], positions [B, N] and weights [B, N] (bool: the slot is real). N = int((mask_prob +
+    0.005) * S) slots per sequence; the first max(1, min(N, round(mask_prob * num_tokens))) are real, the others
+    point at position 0 ([CLS]), the null slot, which is never a candidate and never changes.
+    """
+    batch, seq_len = input_ids.shape
+    num_slots = int((config.mask_prob + 0.005) * seq_len)
+    if num_slots < 1:
+        raise ValueError(f"sequence length {seq_len} is too short to mask any token at mask_prob {config.mask_prob}")
+    special = (input_ids == config.cls_id) | (input_ids == config.sep_id) | (input_ids == config.mask_id)
+    candidates = attention_mask.bool() & ~special  # real tokens that are not [CLS]/[SEP]/[MASK]
+    candidates[:, 0] = False  # position 0 is the null slot
+    # tf.random.categorical over the candidates, with replacement: a multinomial with a fixed number of draws has a
+    # static [B, N] shape (no data-dependent nonzero()). A row without candidates draws only the null slot.
+    probs = candidates.float()
+    probs[:, 0] = 1.0 - candidates.any(dim=1).float()
+    positions = torch.multinomial(probs, num_slots, replacement=True)  # [B, N]
+    num_tokens = attention_mask.sum(dim=1).float()
+    num_to_mask = torch.round(num_tokens * config.mask_prob).clamp(min=1, max=num_slots)  # round half to even, as TF
+    slot = torch.arange(num_slots, device=input_ids.device)
+    weights = (slot[None, :] < num_to_mask[:, None]) & (positions != 0)
+    positions = positions * weights  # slots past num_to_mask point at the null slot
+    # ELECTRA: 85% of the chosen slots become [MASK], the other 15% keep their token (no random replacement).
+    # As scatter_update, a position drawn twice is masked if any of its slots is; writes to the null slot rewrite the
+    # original [CLS], so every write to one position carries the same value (deterministic scatter).
+    use_mask = weights & (torch.rand(batch, num_slots, device=input_ids.device) < 0.85)
+    updates = torch.where(use_mask, config.mask_id, input_ids[:, :1])
+    masked_ids = input_ids.scatter(1, positions * use_mask, updates)
+    return masked_ids, positions, weights
+
+
+@torch.no_grad()
+def replace_tokens(input_ids, positions, weights, generator_logits, temperature: float = 1.0):
+    """Fake input for the discriminator (run_pretraining.py:_get_fake_data): from the original (unmasked) ids, every
+    real slot gets a token sampled from the generator by Gumbel-max; no gradient flows through the samples (no_grad).
+    Returns fake_ids [B, S] and labels [B, S] (1 = replaced by a token different from the original)."""
+    # sample_from_softmax: argmax(logits / T + G), G = -log(-log(U + 1e-9) + 1e-9), U uniform; in place, as
+    # [B, N, V] is one of the largest tensors of the step.
+    gumbel = torch.rand(generator_logits.shape, device=generator_logits.device)
+    gumbel.add_(1e-9).log_().neg_().add_(1e-9).log_().neg_()
+    sampled = gumbel.add_(generator_logits, alpha=1.0 / temperature).argmax(dim=-1)  # [B, N]
+    # A position drawn in two slots gets the first slot's sample (scatter_update would average the two ids).
+    first_slot = (positions[:, :, None] == positions[:, None, :]).float().argmax(dim=-1)  # [B, N, N] -> [B, N]
+    sampled = sampled.gather(1, first_slot)
+    fake_ids = input_ids.scatter(1, positions, torch.where(weights, sampled, input_ids[:, :1]))
+    # Label = replaced AND different from the original: a correctly sampled token counts as original (not Electric).
+    return fake_ids, (fake_ids != input_ids).long()
+
+
+def generator_metrics(generator_logits, targets, weights) -> dict:
+    """MLM loss sum(w * CE) / (sum(w) + 1e-6) over the slots (duplicates count, as in the official code) + accuracy."""
+    weights = weights.float()
+    cross_entropy = F.cross_entropy(generator_logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+    denominator = weights.sum() + 1e-6
+    correct = (generator_logits.argmax(dim=-1) == targets).float()
+    return {"gen_loss": (weights * cross_entropy.view_as(weights)).sum() / denominator,
+            "gen_accuracy": (weights * correct).sum() / denominator}
+
+
+def discriminator_metrics(discriminator_logits, labels, attention_mask) -> dict:
+    """Sigmoid BCE averaged over all non-padding tokens ([CLS]/[SEP] included) + the figures people watch."""
+    real, labels = attention_mask.float(), labels.float()
+    bce = F.binary_cross_entropy_with_logits(discriminator_logits.float(), labels, reduction="none")
+    predicted = (discriminator_logits > 0).float()
+    num_real = real.sum() + 1e-6
+    true_positives = (real * predicted * labels).sum()
+    return {"disc_loss": (real * bce).sum() / num_real,
+            "disc_accuracy": (real * (predicted == labels).float()).sum() / num_real,
+            "disc_precision": true_positives / ((real * predicted).sum() + 1e-6),
+            "disc_recall": true_positives / ((real * labels).sum() + 1e-6),
+            "replaced_fraction": (real * labels).sum() / num_real}
+
+
+class ElectraForPretraining(nn.Module):
+    """Generator + discriminator sharing one embedding block. `model(input_ids, attention_mask, token_type_ids)`
+    returns 0-d tensors: loss, gen_loss, gen_accuracy and, for the "electra" objective, disc_loss, disc_accuracy,
+    disc_precision, disc_recall, replaced_fraction. For "mlm" the generator is discriminator-sized and
+    `discriminator` is None. Randomness comes from torch's default generator of the inputs' device."""
+
+    def __init__(self, config: ElectraConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)  # modeling.py: one set of variables under "electra/embeddings"
+        self.generator = Generator(config.generator_config(), self.embeddings)
+        self.discriminator = Discriminator(config, self.embeddings) if config.objective == "electra" else None
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        if self.generator is None:
+            raise ValueError("this model was loaded without a generator: use model.discriminator (fine-tuning)")
+        masked_ids, positions, weights = mask_tokens(input_ids, attention_mask, self.config)
+        generator_logits = self.generator(masked_ids, attention_mask, token_type_ids, positions)  # [B, N, V]
+        out = generator_metrics(generator_logits, input_ids.gather(1, positions), weights)
+        if self.discriminator is None:
+            return {"loss": out["gen_loss"], **out}
+        fake_ids, labels = replace_tokens(input_ids, positions, weights, generator_logits, self.config.temperature)
+        out.update(discriminator_metrics(self.discriminator(fake_ids, attention_mask, token_type_ids), labels,
+                                         attention_mask))
+        out["loss"] = self.config.gen_weight * out["gen_loss"] + self.config.disc_weight * out["disc_loss"]
+        return out
+
+
+# ------------------------------------------------------------------------------- checkpoints in HuggingFace's format
+# Our config field -> transformers' ElectraConfig key (config.json).
+_HF_CONFIG = {"vocab_size": "vocab_size", "embedding_size": "embedding_size", "hidden_size": "hidden_size",
+              "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
+              "intermediate_size": "intermediate_size", "max_position_embeddings": "max_position_embeddings",
+              "type_vocab_size": "type_vocab_size", "dropout": "hidden_dropout_prob",
+              "attention_dropout": "attention_probs_dropout_prob", "initializer_range": "initializer_range",
+              "layer_norm_eps": "layer_norm_eps", "pad_id": "pad_token_id"}
+# Pre-training fields transformers has no key for: kept under "electramed" in config.json (HF keeps unknown keys).
+_OUR_CONFIG = ["mask_prob", "gen_weight", "disc_weight", "temperature", "objective", "cls_id", "sep_id", "mask_id"]
+# Our transformer-layer names -> transformers' (modeling_electra.py: ElectraLayer).
+_HF_LAYER = {".attention_dense.": ".attention.output.dense.", ".attention_norm.": ".attention.output.LayerNorm.",
+             ".intermediate.": ".intermediate.dense.", ".output_dense.": ".output.dense.",
+             ".output_norm.": ".output.LayerNorm."}
+_QKV = ("query", "key", "value")
+
+
+def _hf_name(key: str, network: nn.Module) -> str:
+    """Our state-dict key -> transformers' key ("...qkv..." stands for the three query/key/value keys)."""
+    if key.startswith("encoder.layers."):
+        key = "electra.encoder.layer." + key[len("encoder.layers."):]
+        for ours, theirs in _HF_LAYER.items():
+            key = key.replace(ours, theirs)
+        return key
+    if key.startswith("encoder."):
+        return "electra." + key[len("encoder."):].replace("embeddings.layer_norm.", "embeddings.LayerNorm.")
+    prefix = next(prefix for prefix in network.hf_heads if key.startswith(prefix))
+    return network.hf_heads[prefix] + key[len(prefix):]
+
+
+def _to_hf(network: nn.Module) -> dict:
+    """A Discriminator's or Generator's weights under ElectraForPreTraining's / ElectraForMaskedLM's keys."""
+    state = {}
+    for key, tensor in network.state_dict().items():
+        name = _hf_name(key, network)
+        if ".qkv." in name:  # fused [3H, H] -> query, key, value [H, H] each (views)
+            for part, chunk in zip(_QKV, tensor.chunk(3)):
+                state[name.replace(".qkv.", f".attention.self.{part}.")] = chunk
+        else:
+            state[name] = tensor
+    return state
+
+
+def _load_hf(network: nn.Module, hf_state: dict, path: Path):
+    """Copy transformers-named weights into `network`; any missing, unexpected or mis-shaped key is one clear error."""
+    # Old checkpoints carry HF's position_ids/token_type_ids buffers; the tied generator_lm_head.weight is the shared
+    # word-embedding matrix (HF omits it when saving; old checkpoints may have it).
+    hf_state = {key: value for key, value in hf_state.items() if not key.endswith(
+        ("embeddings.position_ids", "embeddings.token_type_ids", "generator_lm_head.weight"))}
+    expected = _to_hf(network)
+    missing = sorted(expected.keys() - hf_state.keys())
+    unexpected = sorted(hf_state.keys() - expected.keys())
+    mis_shaped = [f"{key} {tuple(hf_state[key].shape)} (model: {tuple(expected[key].shape)})"
+                  for key in sorted(expected.keys() & hf_state.keys()) if hf_state[key].shape != expected[key].shape]
+    if missing or unexpected or mis_shaped:
+        problems = [f"{label}: {', '.join(keys[:10])}{' ...' if len(keys) > 10 else ''}" for label, keys in
+                    (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)) if keys]
+        raise ValueError(f"{path}: checkpoint does not match the model config ({'; '.join(problems)})")
+    state = {}
+    for key in network.state_dict():
+        name = _hf_name(key, network)
+        if ".qkv." in name:
+            state[key] = torch.cat([hf_state[name.replace(".qkv.", f".attention.self.{part}.")] for part in _QKV])
+        else:
+            state[key] = hf_state[name]
+    network.load_state_dict(state)
+
+
+def _hf_config(config: ElectraConfig, architecture: str) -> dict:
+    hf = {"architectures": [architecture], "model_type": "electra", "hidden_act": "gelu",
+          "position_embedding_type": "absolute"}
+    hf.update({theirs: getattr(config, ours) for ours, theirs in _HF_CONFIG.items()})
+    hf["electramed"] = {name: getattr(config, name) for name in _OUR_CONFIG}
+    return hf
+
+
+def save_pretrained(model: ElectraForPretraining, directory, vocab_path=None):
+    """Write directory/discriminator/ (ElectraForPreTraining keys) and directory/generator/ (ElectraForMaskedLM
+    keys), each a transformers directory: config.json with its own sizes, pytorch_model.bin, vocab.txt if given."""
+    directory = Path(directory)
+    for name, network, architecture, config in (
+            ("discriminator", model.discriminator, "ElectraForPreTraining", model.config),
+            ("generator", model.generator, "ElectraForMaskedLM", model.config.generator_config())):
+        if network is None:
+            continue
+        out = directory / name
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(_hf_config(config, architecture), indent=2) + "\n")
+        torch.save({name: tensor.detach().cpu().clone() for name, tensor in _to_hf(network).items()},
+                   out / "pytorch_model.bin")
+        if vocab_path is not None:
+            shutil.copyfile(vocab_path, out / "vocab.txt")
+
+
+def _read_config(directory: Path) -> dict:
+    path = directory / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: not found (expected a transformers ELECTRA directory)")
+    hf = json.loads(path.read_text())
+    missing = [key for key in _HF_CONFIG.values() if key not in hf]
+    if hf.get("model_type") != "electra" or missing or hf.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"{path}: not an ELECTRA config with hidden_act gelu (model_type {hf.get('model_type')!r}, "
+                         f"missing {missing})")
+    return hf
+
+
+def _read_weights(directory: Path) -> tuple[dict, Path]:
+    safetensors_path, bin_path = directory / "model.safetensors", directory / "pytorch_model.bin"
+    if safetensors_path.is_file():
+        try:
+            from safetensors.torch import load_file  # optional: not a core dependency
+            return load_file(safetensors_path), safetensors_path
+        except ImportError:
+            if not bin_path.is_file():
+                raise ValueError(f"{safetensors_path}: reading it needs the safetensors package") from None
+    if bin_path.is_file():
+        return torch.load(bin_path, map_location="cpu", weights_only=True), bin_path
+    raise ValueError(f"{directory}: no pytorch_model.bin or model.safetensors")
+
+
+def _special_ids(directory: Path) -> dict:
+    """[CLS]/[SEP]/[MASK] ids from a vocab.txt beside the weights (checkpoints not written by us)."""
+    vocab = directory / "vocab.txt"
+    if not vocab.is_file():
+        return {}
+    ids = {line.rstrip("\r\n"): i for i, line in enumerate(vocab.read_text(encoding="utf-8").splitlines())}
+    names = {"cls_id": "[CLS]", "sep_id": "[SEP]", "mask_id": "[MASK]"}
+    return {field: ids[token] for field, token in names.items() if token in ids}
+
+
+def load_pretrained(directory) -> ElectraForPretraining:
+    """Read a save_pretrained directory (discriminator/ + generator/), or one transformers ELECTRA directory:
+    a discriminator (what people download to fine-tune; the returned model's `generator` is None) or a generator
+    alone (an "mlm" model). Weights from model.safetensors or pytorch_model.bin."""
+    directory = Path(directory)
+    disc_dir, gen_dir = directory / "discriminator", directory / "generator"
+    if disc_dir.is_dir() or gen_dir.is_dir():
+        disc_dir, gen_dir = (disc_dir if disc_dir.is_dir() else None), (gen_dir if gen_dir.is_dir() else None)
+    elif "ElectraForMaskedLM" in _read_config(directory).get("architectures", []):
+        disc_dir, gen_dir = None, directory
+    else:
+        disc_dir, gen_dir = directory, None
+    main_dir = disc_dir or gen_dir
+    hf = _read_config(main_dir)
+    fields = {ours: hf[theirs] for ours, theirs in _HF_CONFIG.items()}
+    fields.update(_special_ids(main_dir))
+    fields.update(hf.get("electramed", {}))
+    fields["objective"] = "electra" if disc_dir else "mlm"
+    if disc_dir and gen_dir:
+        generator = _read_config(gen_dir)  # the generator's own sizes
+        fields.update({f"generator_{ours}": generator[_HF_CONFIG[ours]]
+                       for ours in ("hidden_size", "num_heads", "num_layers", "intermediate_size")})
+    model = ElectraForPretraining(ElectraConfig(**fields))
+    if gen_dir:
+        _load_hf(model.generator, *_read_weights(gen_dir))
+        generator_embeddings = model.embeddings.word_embeddings.weight.clone()
+    if disc_dir:  # loaded last: its copy of the shared embeddings is the one kept
+        _load_hf(model.discriminator, *_read_weights(disc_dir))
+        if gen_dir and not torch.equal(generator_embeddings, model.embeddings.word_embeddings.weight):
+            warnings.warn(f"{directory}: generator and discriminator word embeddings differ; ELECTRA shares them, "
+                          "the discriminator's are used")
+        if not gen_dir:
+            model.generator = None
+    return model
+
+
+def load_encoder(directory) -> Encoder:
+    """The encoder a fine-tuning head sits on: the discriminator's (the generator's for an "mlm" model)."""
+    model = load_pretrained(directory)
+    return (model.discriminator if model.discriminator is not None else model.generator).encoder
