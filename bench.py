@@ -124,6 +124,14 @@ def bench_pretrain(args):
 
     if args.side:  # ------------------------------------------------- child: time one side, print one JSON line
         torch.set_num_threads(args.threads)
+        device = torch.device("cpu")
+        if args.side == "xla":  # our model on the XLA device (PJRT_DEVICE=CPU unless told otherwise)
+            os.environ.setdefault("PJRT_DEVICE", "CPU")
+            import torch_xla
+            import torch_xla.core.xla_model as xm
+            import torch_xla.debug.metrics as met
+
+            device = torch_xla.device()
         if args.side == "transformers":
             import transformers
         rss_before = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
@@ -132,8 +140,9 @@ def bench_pretrain(args):
         ids[:, 0], ids[:, args.seq // 2], ids[:, -1] = config.cls_id, config.sep_id, config.sep_id
         mask, types = torch.ones_like(ids), torch.zeros_like(ids)
         types[:, args.seq // 2 + 1:] = 1
-        if args.side == "ours":
-            model = em.ElectraForPretraining(config).train()
+        ids, mask, types = ids.to(device), mask.to(device), types.to(device)
+        if args.side in ("ours", "xla"):
+            model = em.ElectraForPretraining(config).to(device).train()
             params, forward = list(model.parameters()), lambda: model(ids, mask, types)
         else:
             def hf_config(c):
@@ -165,23 +174,39 @@ def bench_pretrain(args):
             forward()["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
+            if device.type == "xla":
+                torch_xla.sync()  # cut the graph: compile (first steps only) and run
+                xm.wait_device_ops()  # wait for the device, for an honest step time
 
+        warmup_times = []
         for _ in range(args.warmup):
+            start = time.perf_counter()
             step()
+            warmup_times.append(time.perf_counter() - start)
+        compiles_after_warmup = met.metric_data("CompileTime")[0] if device.type == "xla" else None
         times = []
         for _ in range(args.steps):
             start = time.perf_counter()
             step()
             times.append(time.perf_counter() - start)
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; read before the mm test
+        if device.type == "xla":
+            compiles, compile_ns = met.metric_data("CompileTime")[:2]
+            print(json.dumps({"step_s": statistics.median(times), "warmup_times": warmup_times,
+                              "compiles_after_warmup": compiles_after_warmup, "compile_s": compile_ns / 1e9,
+                              "compiles_after_timed_steps": compiles}))
+            return
         print(json.dumps({"step_s": statistics.median(times), "times": times, "peak_rss_mb": peak_rss,
+                          "warmup_times": warmup_times,
                           "rss_before_mb": rss_before, "params": sum(p.numel() for p in params),
                           "matmul_peak": matmul_peak()}))
         return
 
     # ------------------------------------------------------------------------------ parent: both sides, then ratios
+    if args.device == "xla":
+        return bench_pretrain_xla(args)
     if args.device != "cpu":
-        raise SystemExit("bench pretrain: only --device cpu is implemented here (xla and cuda: issue 5)")
+        raise SystemExit("bench pretrain: --device cpu or xla (a GPU run is train.py pretrain --device cuda)")
     # The CPU is shared and slows down in bursts: the sides alternate for --rounds rounds and each keeps its
     # least-disturbed round (lowest median step), the fairest reading of both under the same conditions.
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -218,6 +243,41 @@ def bench_pretrain(args):
     print(f"ours / transformers: tokens/s x{theirs['step_s'] / ours['step_s']:.2f}, peak RSS "
           f"x{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}, RSS growth "
           f"x{(ours['peak_rss_mb'] - ours['rss_before_mb']) / (theirs['peak_rss_mb'] - theirs['rss_before_mb']):.2f}")
+
+
+def bench_pretrain_xla(args):
+    """Our step on the XLA device beside the same step in eager CPU torch, each in its own process: compile count and
+    time, the first steps (which compile), and the steady-state step once no step compiles any more."""
+    import json
+    import os
+    import subprocess
+
+    args.threads = args.threads or os.cpu_count()
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    results = {}
+    for side in ("ours", "xla"):
+        command = [sys.executable, os.path.abspath(__file__), "pretrain", "--side", side, "--preset", args.preset,
+                   "--seq", str(args.seq), "--batch", str(args.batch), "--steps", str(args.steps),
+                   "--warmup", str(max(3, args.warmup)), "--threads", str(args.threads),
+                   "--vocab-size", str(args.vocab_size)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"bench pretrain: the {side} run failed:\n{done.stderr[-3000:]}")
+        results["cpu" if side == "ours" else "xla"] = json.loads(done.stdout.strip().splitlines()[-1])
+    cpu, xla = results["cpu"], results["xla"]
+    tokens = args.batch * args.seq
+    print(f"pretrain step on XLA ({os.environ.get('PJRT_DEVICE', 'CPU')}) vs eager CPU: preset {args.preset}, "
+          f"seq {args.seq}, batch {args.batch}, {args.threads} threads; median of {args.steps} steps after "
+          f"{max(3, args.warmup)} warm-up steps")
+    print(f"{'':5} {'step 1 s':>9} {'step 2 s':>9} {'steady ms':>10} {'tokens/s':>9} {'compiles':>9} {'compile s':>10}")
+    for name, result in results.items():
+        compiles = (f"{result['compiles_after_warmup']} -> {result['compiles_after_timed_steps']}"
+                    if name == "xla" else "-")
+        compile_s = f"{result['compile_s']:.1f}" if name == "xla" else "-"
+        print(f"{name:5} {result['warmup_times'][0]:9.2f} {result['warmup_times'][1]:9.2f} "
+              f"{1e3 * result['step_s']:10.1f} {tokens / result['step_s']:9.0f} {compiles:>9} {compile_s:>10}")
+    print(f"xla / cpu steady step time: x{xla['step_s'] / cpu['step_s']:.2f} (compiles after warm-up -> after the "
+          f"timed steps: {xla['compiles_after_warmup']} -> {xla['compiles_after_timed_steps']}; equal = no recompile)")
 
 
 # ------------------------------------------------------------------------------------------------------------- prepare
@@ -277,7 +337,7 @@ def main(argv=None):
     pre.add_argument("--threads", type=int, help="torch threads, the same for both sides (default: all cores)")
     pre.add_argument("--rounds", type=int, default=2, help="alternating runs of each side; the fastest is kept")
     pre.add_argument("--vocab-size", type=int, default=31090, help="vocabulary size (SciVocab: 31,090)")
-    pre.add_argument("--side", choices=["ours", "transformers"], help=argparse.SUPPRESS)  # internal: one child run
+    pre.add_argument("--side", choices=["ours", "transformers", "xla"], help=argparse.SUPPRESS)  # internal: one child run
     pre.set_defaults(run=bench_pretrain)
 
     prep = commands.add_parser("prepare", help="corpus -> shards throughput with 1 and 2 processes")

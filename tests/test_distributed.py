@@ -58,13 +58,19 @@ def run_together(commands):
 
 
 @needs_xla
-def test_xla_learns_stops_compiling_and_spmd_over_two_devices_equals_one(scivocab, shards, tmp_path):
+def test_xla_learns_stops_compiling_spmd_equals_one_device_and_checkpoints_cross_devices(scivocab, shards, tmp_path):
     steps = ["--train-steps", "6", "--save-every", "3"]
-    one, two = run_together([
-        (pretrain_command(tmp_path / "one", scivocab, shards, "xla", *steps), {"PJRT_DEVICE": "CPU",
-                                                                              "CPU_NUM_DEVICES": "1"}),
-        (pretrain_command(tmp_path / "two", scivocab, shards, "xla", *steps), {"PJRT_DEVICE": "CPU",
-                                                                              "CPU_NUM_DEVICES": "2"})])
+    # a CPU run's step-3 checkpoint, for an XLA run to resume from
+    cpu_first = tmp_path / "cpu-first"
+    assert train.main(pretrain_command(cpu_first, scivocab, shards, "cpu", *steps)[2:]) == 0
+    (tmp_path / "xla-resumed" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "xla-resumed" / "checkpoints" / "step_0000003.pt").write_bytes(
+        (cpu_first / "checkpoints" / "step_0000003.pt").read_bytes())
+    xla = {"PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": "1"}
+    one, two, resumed_on_xla = run_together([
+        (pretrain_command(tmp_path / "one", scivocab, shards, "xla", *steps), xla),
+        (pretrain_command(tmp_path / "two", scivocab, shards, "xla", *steps), {**xla, "CPU_NUM_DEVICES": "2"}),
+        (pretrain_command(tmp_path / "xla-resumed", scivocab, shards, "xla", *steps, "--resume"), xla)])
     assert "SPMD over 2 XLA devices" in two and "SPMD" not in one
     single, spmd = read_log(tmp_path / "one"), read_log(tmp_path / "two")
     assert single[-1]["loss"] < single[0]["loss"] and single[-1]["gen_loss"] < single[0]["gen_loss"]
@@ -78,6 +84,11 @@ def test_xla_learns_stops_compiling_and_spmd_over_two_devices_equals_one(scivoca
         for name in ("loss", "gen_loss", "disc_loss", "disc_accuracy"):
             assert a[name] == pytest.approx(b[name], rel=1e-5, abs=1e-6), (a["step"], name)
 
+    # A CPU checkpoint resumes on XLA (the run above): steps 4-6, continuing from the CPU run's level.
+    from_cpu = read_log(tmp_path / "xla-resumed")
+    assert "resumed from" in resumed_on_xla and [r["step"] for r in from_cpu] == [4, 5, 6]
+    assert from_cpu[0]["loss"] == pytest.approx(read_log(cpu_first)[3]["loss"], rel=0.02)
+
     # An XLA checkpoint resumes on plain CPU torch: same weights, and training continues from its step.
     state = torch.load(tmp_path / "one" / "checkpoints" / "step_0000006.pt", map_location="cpu", weights_only=False)
     assert all(t.device.type == "cpu" for t in state["model"].values())
@@ -85,8 +96,7 @@ def test_xla_learns_stops_compiling_and_spmd_over_two_devices_equals_one(scivoca
     (resumed / "checkpoints").mkdir(parents=True)
     (resumed / "checkpoints" / "step_0000003.pt").write_bytes(
         (tmp_path / "one" / "checkpoints" / "step_0000003.pt").read_bytes())
-    assert train.main(["pretrain", "--preset", "tiny", "--vocab", str(scivocab), "--shards", str(shards),
-                       "--out", str(resumed), "--device", "cpu", "--log-every", "1", *steps, "--resume"]) == 0
+    assert train.main(pretrain_command(resumed, scivocab, shards, "cpu", *steps, "--resume")[2:]) == 0
     on_cpu = read_log(resumed)
     assert [r["step"] for r in on_cpu] == [4, 5, 6]
     # XLA draws other random masks than CPU torch, so the losses agree only statistically
