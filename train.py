@@ -307,6 +307,10 @@ def pretrain(args):
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
         print(f"resumed from {resume_from} at step {step}")
+        changed = {k: (v, getattr(config, k)) for k, v in state["pretrain"].items() if getattr(config, k) != v}
+        if changed:  # allowed (e.g. more --train-steps), but then the run is no longer the one that was stopped
+            print("note: settings differ from the checkpoint's: " +
+                  ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()))
     log_path = out / "metrics.jsonl"
     if runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)
