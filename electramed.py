@@ -14,6 +14,7 @@ Modules: Embeddings -> Encoder (embeddings, projection, post-LN transformer laye
 -> ElectraForPretraining (the joint loss). Fine-tuning heads use `Encoder(config)` or `load_encoder(directory)`.
 """
 import json
+import math
 import shutil
 import warnings
 from dataclasses import dataclass, replace
@@ -49,6 +50,12 @@ class ElectraConfig:
     gen_weight: float = 1.0
     disc_weight: float = 50.0  # ELECTRA: lambda = 50
     temperature: float = 1.0
+    # Ours, not ELECTRA's (which starts the bias at 0): start the discriminator's output bias at the log-odds of
+    # mask_prob, the share of tokens replaced while the generator is still untrained. From 0 (p = 0.5) the first
+    # gradients push every position the same way ("less replaced"); Adam moves all weights together and within ~20
+    # steps the 12-layer post-LN discriminator maps every position to one vector and predicts the base rate forever
+    # (measured on Small: README "Pre-training on a small budget"). False reproduces the official initialisation.
+    disc_prior_bias: bool = True
     objective: str = "electra"  # "electra" (replaced-token detection) or "mlm" (BERT-style, generator loss only)
     pad_id: int = 0
     cls_id: int = 101  # BERT vocabulary ids; train.py sets them from the vocabulary (SciVocab: 102, 103, 104)
@@ -202,6 +209,8 @@ class Discriminator(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.prediction = nn.Linear(config.hidden_size, 1)
         _init(nn.ModuleList([self.dense, self.prediction]), config.initializer_range)
+        if config.disc_prior_bias:  # sigmoid(bias) = mask_prob: the loss starts at the base rate (see ElectraConfig)
+            nn.init.constant_(self.prediction.bias, math.log(config.mask_prob / (1.0 - config.mask_prob)))
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # -> logits [B, S]
         hidden = self.encoder(input_ids, attention_mask, token_type_ids)
@@ -346,7 +355,8 @@ _HF_CONFIG = {"vocab_size": "vocab_size", "embedding_size": "embedding_size", "h
               "attention_dropout": "attention_probs_dropout_prob", "initializer_range": "initializer_range",
               "layer_norm_eps": "layer_norm_eps", "pad_id": "pad_token_id"}
 # Pre-training fields transformers has no key for: kept under "electramed" in config.json (HF keeps unknown keys).
-_OUR_CONFIG = ["mask_prob", "gen_weight", "disc_weight", "temperature", "objective", "cls_id", "sep_id", "mask_id"]
+_OUR_CONFIG = ["mask_prob", "gen_weight", "disc_weight", "temperature", "disc_prior_bias", "objective", "cls_id",
+               "sep_id", "mask_id"]
 # Our transformer-layer names -> transformers' (modeling_electra.py: ElectraLayer).
 _HF_LAYER = {".attention_dense.": ".attention.output.dense.", ".attention_norm.": ".attention.output.LayerNorm.",
              ".intermediate.": ".intermediate.dense.", ".output_dense.": ".output.dense.",

@@ -252,7 +252,7 @@ def model_config(args, config, tokenizer):
     overrides = dict(vocab_size=len(tokenizer.ids), pad_id=tokenizer.pad_id, mask_id=tokenizer.mask_id,
                      cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, mask_prob=config.mask_prob,
                      max_position_embeddings=max(512, config.max_length), objective=args.objective)
-    for flag in ("gen_weight", "disc_weight"):
+    for flag in ("gen_weight", "disc_weight", "disc_prior_bias"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
     model = preset(args.preset, **overrides)
@@ -481,6 +481,10 @@ def build_parser():
                    "discriminator's (default: the preset's, base 1/3, small 1/4)")
     p.add_argument("--gen-weight", type=float, default=None, help="weight of the generator MLM loss (default 1)")
     p.add_argument("--disc-weight", type=float, default=None, help="weight of the discriminator loss (default 50)")
+    p.add_argument("--disc-prior-bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="start the discriminator's output bias at the log-odds of --mask-prob (default on; ours, "
+                   "not ELECTRA's: without it a short-warm-up run collapses to predicting the base rate; "
+                   "--no-disc-prior-bias gives the official zero initialisation)")
     p.add_argument("--seed", type=int, **number, help="seed for initialisation, masking and data order")
     p.add_argument("--log-every", type=int, default=100, help="pull metrics to the host and log every N steps")
     p.add_argument("--save-every", type=int, default=1000, help="write a checkpoint every N steps")

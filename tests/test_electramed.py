@@ -5,6 +5,7 @@ the same weights, logits must agree in both directions of conversion. The pre-tr
 independently (loops over slots, log-softmax and BCE by hand) from the same random draws.
 """
 import json
+import math
 
 import pytest
 import torch
@@ -360,6 +361,58 @@ def test_objective_runs_and_learns(objective, tmp_path):
         assert loaded.config.objective == "mlm"
         with torch.no_grad():
             assert torch.equal(loaded.generator(ids, mask, types), model.eval().generator(ids, mask, types))
+
+
+def test_discriminator_starts_at_the_base_rate():
+    """disc_prior_bias: the output bias starts at logit(mask_prob), so the first discriminator loss is the base-rate
+    cross-entropy, not ln 2; with it off the bias is ELECTRA's 0 (and the loss starts near ln 2)."""
+    ids, mask, types = make_batch(lengths=(16,) * 64, seed=4)
+    for prior, expected_bias in ((True, math.log(0.15 / 0.85)), (False, 0.0)):
+        torch.manual_seed(4)
+        model = em.ElectraForPretraining(tiny(disc_prior_bias=prior)).eval()
+        assert model.discriminator.prediction.bias.item() == pytest.approx(expected_bias, abs=1e-6)
+        with torch.no_grad():
+            out = model(ids, mask, types)
+        p, q = torch.sigmoid(torch.tensor(expected_bias)).item(), out["replaced_fraction"].item()
+        constant_prediction_loss = -(q * math.log(p) + (1 - q) * math.log(1 - p))
+        assert out["disc_loss"].item() == pytest.approx(constant_prediction_loss, abs=0.02)
+    assert constant_prediction_loss == pytest.approx(math.log(2))  # the official start: p = 0.5 everywhere
+
+
+def successor_batch(generator, batch=16, seq_len=32):
+    """Token t is always followed by (7t + 3) % 100 + 1; 15% of positions get a uniformly random token. Every token is
+    equally frequent, so a replaced token can be told only from its neighbours: a context-only detection task."""
+    ids = torch.empty(batch, seq_len, dtype=torch.long)
+    ids[:, 0] = torch.randint(1, 101, (batch,), generator=generator)
+    for i in range(1, seq_len):
+        ids[:, i] = (7 * ids[:, i - 1] + 3) % 100 + 1
+    corrupt = torch.rand(batch, seq_len, generator=generator) < 0.15
+    fake = torch.where(corrupt, torch.randint(1, 101, (batch, seq_len), generator=generator), ids)
+    return fake, (fake != ids).float()
+
+
+def test_prior_bias_lets_the_discriminator_learn_context():
+    """From ELECTRA's zero bias the first updates push every position towards "original" together, the
+    representations collapse to one vector and the loss stays at the base rate (transformers' ElectraForPreTraining
+    does the same, to 3 decimals); from the prior bias the same network learns the task in 200 steps."""
+    final_loss = {}
+    for prior in (True, False):
+        torch.manual_seed(0)
+        discriminator = em.Discriminator(tiny(disc_prior_bias=prior)).train()
+        optimizer = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
+        generator, losses = torch.Generator().manual_seed(1), []
+        for _ in range(200):
+            fake, labels = successor_batch(generator)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(discriminator(fake), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        final_loss[prior] = sum(losses[-10:]) / 10
+    share = 0.15 * 0.99  # replaced and different from the original
+    base_rate_loss = -(share * math.log(share) + (1 - share) * math.log(1 - share))  # 0.418 nats
+    assert final_loss[True] < 0.75 * base_rate_loss, final_loss
+    assert final_loss[False] == pytest.approx(base_rate_loss, abs=0.02), final_loss
 
 
 def test_presets():

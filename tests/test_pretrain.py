@@ -78,7 +78,8 @@ def test_a_tiny_run_on_real_pubmed_text_lowers_the_loss(scivocab, shards, tmp_pa
     assert train.main(run_args(tmp_path, scivocab, shards, "--train-steps", "80", "--log-every", "10")) == 0
     log = read_log(tmp_path)
     assert [r["step"] for r in log] == list(range(10, 81, 10))
-    assert log[-1]["loss"] < 0.7 * log[0]["loss"] and log[-1]["gen_loss"] < log[0]["gen_loss"]
+    # the discriminator starts at the base rate (disc_prior_bias), so the generator carries the visible drop
+    assert log[-1]["loss"] < log[0]["loss"] and log[-1]["gen_loss"] < 0.8 * log[0]["gen_loss"], log
     exported = tmp_path / "electramed-hf"
     assert (exported / "discriminator" / "config.json").exists() and (exported / "generator" / "config.json").exists()
     from transformers import ElectraForPreTraining
