@@ -53,8 +53,8 @@ class ElectraConfig:
     # Ours, not ELECTRA's (which starts the bias at 0): start the discriminator's output bias at the log-odds of
     # mask_prob, the share of tokens replaced while the generator is still untrained. From 0 (p = 0.5) the first
     # gradients push every position the same way ("less replaced"); Adam moves all weights together and within ~20
-    # steps the 12-layer post-LN discriminator maps every position to one vector and predicts the base rate forever
-    # (measured on Small: README "Pre-training on a small budget"). False reproduces the official initialisation.
+    # steps the 12-layer post-LN discriminator maps every position to one vector and predicts the base rate from then
+    # on (measured on Small: README "Pre-training on a small budget"). False reproduces the official initialisation.
     disc_prior_bias: bool = True
     objective: str = "electra"  # "electra" (replaced-token detection) or "mlm" (BERT-style, generator loss only)
     pad_id: int = 0

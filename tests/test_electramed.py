@@ -363,6 +363,11 @@ def test_objective_runs_and_learns(objective, tmp_path):
             assert torch.equal(loaded.generator(ids, mask, types), model.eval().generator(ids, mask, types))
 
 
+def constant_prediction_loss(share, p):
+    """Binary cross-entropy of predicting p everywhere when a `share` of the labels is 1 (the base rate at p = share)."""
+    return -(share * math.log(p) + (1 - share) * math.log(1 - p))
+
+
 def test_discriminator_starts_at_the_base_rate():
     """disc_prior_bias: the output bias starts at logit(mask_prob), so the first discriminator loss is the base-rate
     cross-entropy, not ln 2; with it off the bias is ELECTRA's 0 (and the loss starts near ln 2)."""
@@ -373,10 +378,9 @@ def test_discriminator_starts_at_the_base_rate():
         assert model.discriminator.prediction.bias.item() == pytest.approx(expected_bias, abs=1e-6)
         with torch.no_grad():
             out = model(ids, mask, types)
-        p, q = torch.sigmoid(torch.tensor(expected_bias)).item(), out["replaced_fraction"].item()
-        constant_prediction_loss = -(q * math.log(p) + (1 - q) * math.log(1 - p))
-        assert out["disc_loss"].item() == pytest.approx(constant_prediction_loss, abs=0.02)
-    assert constant_prediction_loss == pytest.approx(math.log(2))  # the official start: p = 0.5 everywhere
+        expected_loss = constant_prediction_loss(out["replaced_fraction"].item(), 1 / (1 + math.exp(-expected_bias)))
+        assert out["disc_loss"].item() == pytest.approx(expected_loss, abs=0.02)
+    assert expected_loss == pytest.approx(math.log(2))  # the official start: p = 0.5 everywhere
 
 
 def successor_batch(generator, batch=16, seq_len=32):
@@ -410,7 +414,7 @@ def test_prior_bias_lets_the_discriminator_learn_context():
             losses.append(loss.item())
         final_loss[prior] = sum(losses[-10:]) / 10
     share = 0.15 * 0.99  # replaced and different from the original
-    base_rate_loss = -(share * math.log(share) + (1 - share) * math.log(1 - share))  # 0.418 nats
+    base_rate_loss = constant_prediction_loss(share, share)  # 0.418 nats
     assert final_loss[True] < 0.75 * base_rate_loss, final_loss
     assert final_loss[False] == pytest.approx(base_rate_loss, abs=0.02), final_loss
 
