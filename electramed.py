@@ -101,11 +101,14 @@ def preset(name: str, **overrides) -> ElectraConfig:
 
 
 def dropout(x, p: float, training: bool):
-    """Inverted dropout. On CPU, F.dropout draws its mask with bernoulli_, single-threaded at ~5 ns per element here
-    (13% of a Small step on 2 cores); comparing a uniform draw with p gives the same distribution at half the cost."""
+    """Inverted dropout. On CPU, F.dropout draws its mask with bernoulli_, single-threaded at ~6.6 ns per element here;
+    one 64-bit draw read as four 16-bit uniforms costs ~1.1 ns per element. An element is dropped when its 16 bits
+    fall among the lowest round(p * 2^16) values: p = 0.1 drops 6,554 / 65,536 = 0.100006."""
     if not training or p == 0.0 or x.device.type != "cpu":
         return F.dropout(x, p, training)
-    return x * torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))
+    bits = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None)  # the full 64-bit range
+    keep = bits.view(torch.int16)[:x.numel()].view(x.shape) >= round(p * 2 ** 16) - 2 ** 15
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))  # a float mask: its backward is faster than a bool one's
 
 
 def _init(module: nn.Module, std: float):

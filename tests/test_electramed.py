@@ -323,6 +323,14 @@ def test_dropout_keeps_expectation_and_is_off_in_eval():
     kept = y != 0
     assert abs(kept.float().mean().item() - 0.9) < 0.002  # 1M draws: std 0.0003
     torch.testing.assert_close(y[kept], x[kept] / 0.9)
+    # Each 64-bit draw serves four neighbouring elements: every lane drops p, and neighbours drop independently.
+    dropped = ~kept.flatten().view(-1, 4)
+    assert all(abs(rate - 0.1) < 0.003 for rate in dropped.float().mean(dim=0).tolist())  # 250k draws each
+    assert abs((dropped[:, :3] & dropped[:, 1:]).float().mean().item() - 0.01) < 0.001  # P(both) = p^2
+    x = torch.rand(3, 5, 7, requires_grad=True)  # 105 elements: not a multiple of four
+    y = em.dropout(x, 0.5, training=True)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y != 0).float() * 2.0)  # the gradient passes where the value does, scaled
     assert em.dropout(x, 0.1, training=False) is x
     model = em.ElectraForPretraining(tiny())
     ids, mask, types = make_batch(seed=10)

@@ -1,5 +1,6 @@
 """`python train.py pretrain` end to end on the tiny preset: the optimizer, the schedule, learning, exact resume."""
 import json
+import platform
 import signal
 import subprocess
 import sys
@@ -72,6 +73,34 @@ def test_weight_decay_groups_skip_layernorm_and_biases_and_share_embeddings():
     assert not any(names[id(p)].endswith("bias") for p in decay["params"])
     all_params = decay["params"] + no_decay["params"]
     assert len({id(p) for p in all_params}) == len(all_params) == len(list(model.parameters()))
+
+
+FREE_AND_REALLOCATE = """
+import resource, sys, torch
+sys.path.insert(0, {repo!r})
+import train
+if {keep}:
+    train.keep_freed_memory()
+def churn():  # a step's worth of large activations, freed at its end
+    tensors = [torch.ones(2_000_000) for _ in range(10)]  # 10 x 8 MB
+    del tensors
+churn(); churn()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    churn()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_memory tunes glibc's malloc only")
+def test_keep_freed_memory_stops_the_page_faults_of_every_step():
+    def page_faults(keep):  # a fresh process each: the malloc setting is process-wide
+        code = FREE_AND_REALLOCATE.format(repo=str(REPO), keep=keep)
+        return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  check=True).stdout)
+
+    assert page_faults(keep=False) > 50_000  # glibc trims the freed 80 MB: 5 x 20,000 pages faulted back in
+    assert page_faults(keep=True) < 1_000
 
 
 def test_a_tiny_run_on_real_pubmed_text_lowers_the_loss(scivocab, shards, tmp_path):
