@@ -78,7 +78,7 @@ def bench_pretrain(args):
     for ours and for the same step built from transformers' ElectraForMaskedLM + ElectraForPreTraining (embeddings
     shared and the LM head re-tied, generator logits only at the masked slots: its strongest use). Both sides share
     electramed's masking, sampling and loss functions, so only the networks differ. Each side runs in its own
-    subprocess (same threads, same inherited allocator settings) so that its peak RSS is its own.
+    subprocess (same threads; the same allocator setting, train.keep_freed_memory) so that its peak RSS is its own.
 
     FLOPs are counted analytically: the matmuls of both networks' forward (2 per multiply-add: Q/K/V, attention
     output, FFN, the two attention products, embedding projections, heads; the generator head at the slots only),
@@ -169,9 +169,10 @@ def bench_pretrain(args):
                 out.update(em.discriminator_metrics(disc_logits, labels, mask))
                 out["loss"] = config.gen_weight * out["gen_loss"] + config.disc_weight * out["disc_loss"]
                 return out
-        # The same optimizer for both sides, and the fastest on CPU (one fused pass; train.py's ELECTRA Adam, with no
-        # bias correction, runs as a loop of per-tensor ops), so that the step time is the networks'.
-        optimizer = torch.optim.AdamW(params, lr=2e-4, eps=1e-6, weight_decay=0.01, fused=device.type == "cpu")
+        # The same optimizer for both sides. Against transformers, the fastest on CPU (one fused pass; train.py's
+        # ELECTRA Adam, with no bias correction, is a loop of per-tensor ops), so that the step time is the networks'.
+        # XLA against eager CPU: the plain one on both (XLA has no fused kernel).
+        optimizer = torch.optim.AdamW(params, lr=2e-4, eps=1e-6, weight_decay=0.01, fused=args.device == "cpu")
 
         def step():
             optimizer.zero_grad(set_to_none=True)
@@ -263,7 +264,7 @@ def bench_pretrain_xla(args):
         command = [sys.executable, os.path.abspath(__file__), "pretrain", "--side", side, "--preset", args.preset,
                    "--seq", str(args.seq), "--batch", str(args.batch), "--steps", str(args.steps),
                    "--warmup", str(max(3, args.warmup)), "--threads", str(args.threads),
-                   "--vocab-size", str(args.vocab_size)]
+                   "--vocab-size", str(args.vocab_size), "--device", "xla"]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode:
             raise SystemExit(f"bench pretrain: the {side} run failed:\n{done.stderr[-3000:]}")
