@@ -129,7 +129,7 @@ def keep_freed_memory():
     """Linux/glibc: keep freed memory in the process rather than handing it back to the OS (elsewhere: nothing).
 
     A CPU step frees and re-allocates the same large activations every time. By default glibc returns them to the OS
-    and the next step page-faults them back in, 4 KiB at a time (~40,000 faults per Small step on this machine). Now
+    and the next step page-faults them back in, 4 KiB at a time (27,000-48,000 faults per Small step here). Now
     blocks up to 32 MiB (glibc's largest mmap threshold) come from the heap and the heap is never trimmed; peak memory
     stays the same."""
     if platform.libc_ver()[0] != "glibc":
