@@ -78,7 +78,7 @@ def bench_pretrain(args):
     for ours and for the same step built from transformers' ElectraForMaskedLM + ElectraForPreTraining (embeddings
     shared and the LM head re-tied, generator logits only at the masked slots: its strongest use). Both sides share
     electramed's masking, sampling and loss functions, so only the networks differ. Each side runs in its own
-    subprocess (same threads; the same allocator setting, train.keep_freed_memory) so that its peak RSS is its own.
+    subprocess (same threads; the same allocator setting, runtime.keep_freed_memory) so that its peak RSS is its own.
 
     FLOPs are counted analytically: the matmuls of both networks' forward (2 per multiply-add: Q/K/V, attention
     output, FFN, the two attention products, embedding projections, heads; the generator head at the slots only),
@@ -94,7 +94,7 @@ def bench_pretrain(args):
     import torch
 
     import electramed as em
-    import train
+    import runtime
 
     config = em.preset(args.preset, vocab_size=args.vocab_size)
     args.threads = args.threads or os.cpu_count()
@@ -125,7 +125,7 @@ def bench_pretrain(args):
 
     if args.side:  # ------------------------------------------------- child: time one side, print one JSON line
         torch.set_num_threads(args.threads)
-        train.keep_freed_memory()  # the allocator setting train.py uses on CPU, for every side
+        runtime.keep_freed_memory()  # the allocator setting train.py uses on CPU, for every side
         device = torch.device("cpu")
         if args.side == "xla":  # our model on the XLA device (PJRT_DEVICE=CPU unless told otherwise)
             os.environ.setdefault("PJRT_DEVICE", "CPU")

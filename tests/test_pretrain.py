@@ -12,6 +12,7 @@ import torch
 import data
 import electramed
 import train
+import runtime
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,7 +49,7 @@ def test_learning_rate_schedule_is_electras():
 def test_optimizer_is_adam_without_bias_correction_and_decoupled_decay():
     torch.manual_seed(0)
     matrix, bias = torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(4))
-    optimizer = train.AdamWeightDecay([{"params": [matrix], "weight_decay": 0.01}, {"params": [bias]}], eps=1e-6)
+    optimizer = runtime.AdamWeightDecay([{"params": [matrix], "weight_decay": 0.01}, {"params": [bias]}], eps=1e-6)
     start_matrix, start_bias = matrix.detach().clone(), bias.detach().clone()
     grads = [(torch.randn(3, 4), torch.randn(4)) for _ in range(2)]
     m_w = v_w = m_b = v_b = 0
@@ -67,7 +68,7 @@ def test_optimizer_is_adam_without_bias_correction_and_decoupled_decay():
 
 def test_weight_decay_groups_skip_layernorm_and_biases_and_share_embeddings():
     model = electramed.ElectraForPretraining(electramed.preset("tiny", vocab_size=100))
-    decay, no_decay = train.parameter_groups(model, 0.01)
+    decay, no_decay = runtime.parameter_groups(model, 0.01)
     names = {id(p): n for n, p in model.named_parameters()}
     assert all("norm" in names[id(p)].lower() or names[id(p)].endswith("bias") for p in no_decay["params"])
     assert not any(names[id(p)].endswith("bias") for p in decay["params"])
@@ -78,9 +79,9 @@ def test_weight_decay_groups_skip_layernorm_and_biases_and_share_embeddings():
 FREE_AND_REALLOCATE = """
 import resource, sys, torch
 sys.path.insert(0, {repo!r})
-import train
+import runtime
 if {keep}:
-    train.keep_freed_memory()
+    runtime.keep_freed_memory()
 def churn():  # a step's worth of large activations, freed at its end
     tensors = [torch.ones(2_000_000) for _ in range(10)]  # 10 x 8 MB
     del tensors
