@@ -1,4 +1,5 @@
 """Pre-training data: biomedical text -> packed, sharded memmaps -> fixed-shape batches.
+(The fine-tuning benchmarks' files are read by benchmarks.py.)
 
     python train.py prepare --corpus PUBMED_DIR --vocab vocab.txt --out shards/     # (train.py pretrain runs it for you)
 
@@ -20,6 +21,7 @@ import multiprocessing
 import os
 import random
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +32,14 @@ from tokenizer import InputError, WordPieceTokenizer, pubmed_preprocess
 
 SKIPPED_FILES = re.compile(r"^(README|LICENSE|OVERLAP)|\.md$", re.IGNORECASE)  # documentation beside the text
 PUBTATOR_LINE = re.compile(r"^\d+\|[ta]\|")
+PUBTATOR_TEXT = re.compile(r"^(\d+)\|([ta])\|(.*)$")  # PMID|t|title, PMID|a|abstract
+PUBTATOR_ANNOTATION = re.compile(r"^(\d+)\t[^\t]*\t[^\t]*\t")  # PMID<TAB>start<TAB>end<TAB>... or a relation row
+TAG = re.compile(r"O|[BIES]-\S+")  # the tag column of a token<TAB>tag file
 # A sentence ends at . ? or ! followed by space and a capital letter (or a bracket and a capital): "Fig. 2" and
-# "e.g. in" stay whole. Only used on lines that hold a whole
-# abstract (PubTator, PubMedQA, BioNLP files): ELECTRA's builder drops what overflows a line, so a 300-token abstract on
-# one line would lose most of its text at max length 128. The BlueBERT corpus is already one sentence per line.
+# "e.g. in" stay whole. Used only where a whole abstract or paragraph sits on one line or in one string (PubTator,
+# PubMedQA, plain-text files of layout "paragraphs"): ELECTRA's builder takes a line as one sentence and drops what
+# overflows an example, so a 300-token abstract on one line would lose most of its text at max length 128. Plain
+# text in the BlueBERT layout is one sentence per line, and each line stays one sentence, as in the official builder.
 SENTENCE_END = re.compile(r"(?<=[.?!])\s+(?=[(\[]?[A-Z])")
 UNIT_BYTES = 4 << 20  # corpus bytes per shard: small enough for a useful progress bar, big enough for few files
 
@@ -59,18 +65,31 @@ def split_sentences(text):
     return [s for s in SENTENCE_END.split(text.strip()) if s]
 
 
+def token_columns(line):
+    """The columns of a token-per-line row: TAB-separated, or space-separated when there is no TAB."""
+    return line.split("\t") if "\t" in line else line.split()
+
+
 def file_format(path, head):
-    """Guess a file's layout from its name and first lines (`head`)."""
-    lines = [line for line in head.splitlines() if line.strip()]
-    if path.suffix == ".json":
+    """Guess a file's layout from its name and first lines (`head`). A file is taken for a layout when most of its
+    first lines look like it, so that one broken line is reported by the reader (file:line) instead of turning the
+    whole file into plain text."""
+    lines = [line for line in head.splitlines() if line.strip()][:50]
+    if path.suffix.lower() == ".json":
         return "pubmedqa-json"
-    if lines and PUBTATOR_LINE.match(lines[0]):
+    if path.suffix.lower() == ".pubtator" or any(PUBTATOR_LINE.match(line) for line in lines[:10]):
         return "pubtator"
-    if lines and all(len(line.split("\t")) == 2 and re.fullmatch(r"O|[BIES]-\S+", line.split("\t")[1].strip())
-                     for line in lines[:50]):
+    tagged = [2 <= len(columns) <= 4 and any(TAG.fullmatch(column.strip()) for column in columns[1:])
+              for columns in map(token_columns, lines)]  # token<TAB>tag, or CoNLL's token POS tag
+    if len(lines) >= 3 and sum(map(bool, tagged)) >= 0.8 * len(lines):
         return "token-tag"
     if path.suffix == ".tokens":
         return "token-per-line"
+    # Plain text: one line = one sentence (BlueBERT; the official rule), unless the first lines hold 1.5 sentences or
+    # more each on average (sentence-per-line text has ~1): then each line is a paragraph (BioNLP-ST files: a title
+    # line, then the abstract on one line).
+    if lines and sum(len(split_sentences(line)) for line in lines) >= 1.5 * len(lines):
+        return "paragraphs"
     return "text"
 
 
@@ -79,6 +98,10 @@ def read_lines(path, start=0, end=None):
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read() if end is None else f.read(end - start)
+    if (nul := data.find(b"\0")) >= 0:  # UTF-8 allows NUL, text does not: a binary file would be trained on
+        line = data[:nul].count(b"\n") + 1
+        where = f"{path}:{line}" if start == 0 else f"{path}: byte {start + nul}"
+        raise InputError(f"{where}: a NUL byte: a binary file, not text")
     try:
         return data.decode("utf-8").splitlines()
     except UnicodeDecodeError as error:
@@ -97,31 +120,50 @@ def read_documents(path, start=0, end=None):
         head = f.read(8192).decode("utf-8", errors="replace")
     layout = file_format(path, head)
     if layout == "pubmedqa-json":  # {PMID: {QUESTION (the title), CONTEXTS [...], LONG_ANSWER}}
-        try:
-            records = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InputError(f"{path}: not a JSON file ({error})") from None
-        if not isinstance(records, dict) or not all(isinstance(r, dict) and "CONTEXTS" in r for r in records.values()):
-            raise InputError(f"{path}: JSON is not in the PubMedQA layout {{id: {{QUESTION, CONTEXTS, ...}}}}")
-        for record in records.values():
+        for record in pubmedqa_records(path):
             parts = [record.get("QUESTION", ""), *record["CONTEXTS"], record.get("LONG_ANSWER", "")]
             yield [s for part in parts for s in split_sentences(part)]
         return
     lines = read_lines(path, start, end)
+
+    def where(number):  # line numbers are exact for a whole file; a byte range of a split file gives its offset
+        return f"{path}:{number}" if start == 0 else f"{path}: line {number} after byte {start}"
+
     if layout == "pubtator":  # PMID|t|title, PMID|a|abstract, annotation lines; blank line between documents
-        document = []
-        for line in lines:
-            if PUBTATOR_LINE.match(line):
-                document += split_sentences(line.split("|", 2)[2])
-            elif not line.strip() and document:
-                yield document
-                document = []
+        document, pmid = [], None
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                if document:
+                    yield document
+                document, pmid = [], None
+            elif text := PUBTATOR_TEXT.match(line):
+                if pmid is not None and text[1] != pmid:  # a new document without the blank line before it
+                    if document:
+                        yield document
+                    document = []
+                pmid = text[1]
+                document += split_sentences(text[3])
+            elif annotation := PUBTATOR_ANNOTATION.match(line):
+                if annotation[1] != pmid:
+                    raise InputError(f"{where(number)}: PubTator annotation of PMID {annotation[1]} outside that "
+                                     f"document ({'no title/abstract line before it' if pmid is None else 'in ' + pmid})")
+            else:
+                raise InputError(f"{where(number)}: not a PubTator line (expected PMID|t|title, PMID|a|abstract or "
+                                 f"PMID<TAB>annotation): {line[:60]!r}")
         if document:
             yield document
     elif layout in ("token-tag", "token-per-line"):  # one token per line; blank lines between sentences
         tokens, sentences = [], []
-        for line in lines + [""]:
-            token = line.split("\t")[0].strip()
+        for number, line in enumerate(lines + [""], 1):
+            columns = token_columns(line)
+            if layout == "token-tag" and columns and not columns[0].startswith("-DOCSTART-"):
+                if len(columns) != 2 or not TAG.fullmatch(columns[1].strip()):
+                    raise InputError(f"{where(number)}: expected 'token<TAB>tag' (2 columns, a tag like O or "
+                                     f"B-Gene), found {len(columns)} column(s): {line[:60]!r}")
+            elif layout == "token-per-line" and len(columns) > 1:
+                raise InputError(f"{where(number)}: expected one token per line, found {len(columns)} columns: "
+                                 f"{line[:60]!r}")
+            token = columns[0].strip() if columns and not columns[0].startswith("-DOCSTART-") else ""
             if token:
                 tokens.append(token)
             if tokens and (not token or (layout == "token-per-line" and token in ".?!")):
@@ -129,14 +171,37 @@ def read_documents(path, start=0, end=None):
                 tokens = []
         if sentences:
             yield sentences  # these files carry no document boundaries: the file is the document
-    else:  # one sentence per line, blank line between documents (BlueBERT); a file without blanks is one document
-        document = []
+    else:  # "text": one sentence per line, blank line between documents (BlueBERT); a file without blanks is one
+        document = []  # document. "paragraphs": the same, each line split into sentences.
         for line in lines + [""]:
             if line.strip():
-                document += split_sentences(line)
+                document += split_sentences(line) if layout == "paragraphs" else [line.strip()]
             elif document:
                 yield document
                 document = []
+
+
+def pubmedqa_records(path):
+    """The records of a PubMedQA JSON file {PMID: {QUESTION, CONTEXTS: [str], LONG_ANSWER}}, each one checked."""
+    try:
+        records = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}:{error.lineno}: not valid JSON ({error.msg}, column {error.colno})") from None
+    if not isinstance(records, dict):
+        raise InputError(f"{path}: JSON is not in the PubMedQA layout {{id: {{QUESTION, CONTEXTS, ...}}}}")
+    for pmid, record in records.items():
+        if not isinstance(record, dict) or "CONTEXTS" not in record:
+            raise InputError(f"{path}: record {pmid}: not in the PubMedQA layout {{QUESTION, CONTEXTS, ...}}")
+        contexts = record["CONTEXTS"]
+        if not isinstance(contexts, list) or not all(isinstance(c, str) for c in contexts):
+            kind = type(contexts).__name__ if not isinstance(contexts, list) else "a list with a non-string item"
+            raise InputError(f"{path}: record {pmid}: CONTEXTS is {kind}, expected a list of strings")
+        for field in ("QUESTION", "LONG_ANSWER"):
+            if not isinstance(record.get(field, ""), str):
+                raise InputError(f"{path}: record {pmid}: {field} is {type(record[field]).__name__}, expected a string")
+    return list(records.values())
 
 
 def work_units(files, unit_bytes=UNIT_BYTES):
@@ -150,7 +215,7 @@ def work_units(files, unit_bytes=UNIT_BYTES):
     for path in files:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            splittable = file_format(path, f.read(8192).decode("utf-8", errors="replace")) == "text"
+            splittable = file_format(path, f.read(8192).decode("utf-8", errors="replace")) in ("text", "paragraphs")
             start = 0
             while splittable and size - start > unit_bytes:
                 f.seek(start + unit_bytes)
@@ -213,7 +278,8 @@ def pack_documents(documents, tokenizer, max_length, rng, preprocess=False):
     builder = ExampleBuilder(max_length, tokenizer.cls_id, tokenizer.sep_id, rng)
     for document in documents:
         for sentence in document:
-            ids = tokenizer.tokenize_ids(pubmed_preprocess(sentence) if preprocess else sentence)
+            # specials=False: a literal "[SEP]" in the text is text (as the official builder's tokenizer splits it)
+            ids = tokenizer.tokenize_ids(pubmed_preprocess(sentence) if preprocess else sentence, specials=False)
             if ids and (example := builder.add_sentence(ids)):
                 yield example
         if example := builder.flush():
@@ -234,7 +300,37 @@ class ShardSpec:
 
 
 def file_sha1(path):
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        while block := f.read(16 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_verified = {}  # (path, size, mtime_ns) -> sha1: a shard hashed once in a process is not hashed again
+
+
+def shard_problem(path, expected_bytes, expected_sha1):
+    """What is wrong with a shard file compared with its index entry, or None. Size first (a cut file), then the
+    checksum (a file damaged or replaced in place)."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    stat = path.stat()
+    if stat.st_size != expected_bytes:
+        return f"{stat.st_size:,} bytes where the index says {expected_bytes:,} (cut short or replaced)"
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _verified:
+        _verified[key] = file_sha1(path)
+    if _verified[key] != expected_sha1:
+        return "its SHA-1 differs from the index's (the file was changed or damaged)"
+    return None
+
+
+def source_files(files):
+    """What a build was made from, to tell a later run whether its corpus is the same: [{path, bytes, mtime_ns}]."""
+    return [{"path": str(Path(f).resolve()), "bytes": os.stat(f).st_size, "mtime_ns": os.stat(f).st_mtime_ns}
+            for f in sorted(files, key=lambda f: str(Path(f).resolve()))]
 
 
 def ids_dtype(vocab_size):
@@ -252,19 +348,26 @@ def build_shard(spec: ShardSpec, out_dir):
     name = Path(out_dir) / f"shard_{spec.index:05d}"
     rng = random.Random(f"{spec.seed}-{spec.index}")  # one seed per unit: results independent of process count
     documents = (doc for path, start, end, *_ in spec.sources for doc in read_documents(path, start, end))
-    count, rows = 0, []
+    count, rows, digest, size = 0, [], hashlib.sha1(), 0
     with open(f"{name}.bin.partial", "wb") as f:
         for example in pack_documents(documents, tokenizer, spec.max_length, rng, spec.preprocess):
             rows.append(example + [tokenizer.pad_id] * (spec.max_length - len(example)))
             if len(rows) == 1024:
-                f.write(np.asarray(rows, dtype=dtype).tobytes())
-                count, rows = count + len(rows), []
+                count, size = count + len(rows), size + _write_rows(f, rows, dtype, digest)
+                rows = []
         if rows:
-            f.write(np.asarray(rows, dtype=dtype).tobytes())
-            count += len(rows)
+            count, size = count + len(rows), size + _write_rows(f, rows, dtype, digest)
     os.replace(f"{name}.bin.partial", f"{name}.bin")
-    write_json_atomic(f"{name}.json", {**spec.__dict__, "examples": count})
+    # the size and SHA-1 let every later use check the .bin against its index (a cut or damaged shard is not used)
+    write_json_atomic(f"{name}.json", {**spec.__dict__, "examples": count, "bytes": size, "sha1": digest.hexdigest()})
     return count
+
+
+def _write_rows(f, rows, dtype, digest):
+    block = np.asarray(rows, dtype=dtype).tobytes()
+    f.write(block)
+    digest.update(block)
+    return len(block)
 
 
 _tokenizers = {}
@@ -277,6 +380,29 @@ def _worker_tokenizer(vocab_path):
     return _tokenizers[vocab_path]
 
 
+def _die_with_parent(parent_pid):
+    """Pool initializer: a worker ends when the process that started it dies, so that killing `prepare` does not leave
+    its workers running to the end. Linux: the kernel sends SIGKILL (prctl PR_SET_PDEATHSIG); elsewhere a thread
+    polls the parent's pid."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1 (<linux/prctl.h>)
+    else:
+        import threading
+        import time
+
+        def watch():
+            while os.getppid() == parent_pid:
+                time.sleep(1)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+
 def _build_shard_task(task):
     spec, out_dir = task
     return spec.index, build_shard(spec, out_dir), sum(end - start for _, start, end, *_ in spec.sources)
@@ -286,36 +412,54 @@ def write_json_atomic(path, obj):
     temporary = f"{path}.tmp"
     with open(temporary, "w") as f:
         json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(temporary, path)
+
+
+def read_json_or_none(path):
+    """A JSON file written by write_json_atomic, or None when it is missing or damaged (e.g. cut short by hand)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def build_shards(corpus, vocab_path, out_dir, max_length=128, seed=12345, preprocess=False, processes=2,
                  unit_bytes=UNIT_BYTES):
     """Corpus files/folders -> out_dir/shard_*.bin + index.json. Reuses complete shards of an earlier (killed) build."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     WordPieceTokenizer(vocab_path)  # fail early, with a clear message, on a bad vocabulary
+    files = corpus_files(corpus)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "index.json").unlink(missing_ok=True)  # until the build is complete again, it is not complete
     vocab_sha1 = file_sha1(vocab_path)
     specs = []
-    for index, unit in enumerate(work_units(corpus_files(corpus), unit_bytes)):
+    for index, unit in enumerate(work_units(files, unit_bytes)):
         sources = [(path, start, end, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path, start, end in unit]
         specs.append(ShardSpec(index, sources, str(vocab_path), vocab_sha1, max_length, seed, preprocess))
-    counts, todo = {}, []
+    counts, todo, done_shards = {}, [], {}
     for spec in specs:
         sidecar = out_dir / f"shard_{spec.index:05d}.json"
-        done = json.loads(sidecar.read_text()) if sidecar.exists() else None
-        if done and {k: done[k] for k in spec.__dict__} == json.loads(json.dumps(spec.__dict__)):
-            counts[spec.index] = done["examples"]
-        else:
-            todo.append(spec)
-    for stale in out_dir.glob("shard_*"):  # leftovers of another build (other corpus or settings)
-        if int(stale.name[6:11]) >= len(specs) or stale.name.endswith(".partial"):
+        done = read_json_or_none(sidecar) if sidecar.exists() else None
+        if (isinstance(done, dict) and {"examples", "bytes", "sha1"} <= set(done)
+                and {k: done.get(k) for k in spec.__dict__} == json.loads(json.dumps(spec.__dict__))):
+            problem = shard_problem(out_dir / f"shard_{spec.index:05d}.bin", done["bytes"], done["sha1"])
+            if not problem:
+                counts[spec.index], done_shards[spec.index] = done["examples"], done
+                continue
+            print(f"{out_dir / f'shard_{spec.index:05d}.bin'}: {problem}: building it again")
+        todo.append(spec)
+    for stale in out_dir.glob("shard_*"):  # leftovers of another build (other corpus or settings) or of a kill
+        number = re.match(r"shard_(\d+)\.", stale.name)
+        if stale.is_file() and (stale.name.endswith((".partial", ".tmp")) or number and int(number[1]) >= len(specs)):
             stale.unlink()
     total_bytes = sum(end - start for spec in todo for _, start, end, *_ in spec.sources)
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"shards -> {out_dir}", disable=not todo) as bar:
         tasks = [(spec, out_dir) for spec in todo]
         if processes > 1 and len(todo) > 1:
-            with multiprocessing.get_context("spawn").Pool(min(processes, len(todo))) as pool:
+            with multiprocessing.get_context("spawn").Pool(min(processes, len(todo)), _die_with_parent,
+                                                           (os.getpid(),)) as pool:
                 for index, count, nbytes in pool.imap_unordered(_build_shard_task, tasks):
                     counts[index] = count
                     bar.update(nbytes)
@@ -324,23 +468,65 @@ def build_shards(corpus, vocab_path, out_dir, max_length=128, seed=12345, prepro
                 index, count, nbytes = _build_shard_task(task)
                 counts[index] = count
                 bar.update(nbytes)
+    if not sum(counts.values()):  # no index.json: an empty build must not look like a finished one
+        raise InputError(f"{', '.join(map(str, corpus))}: no text to pre-train on (0 examples from {len(files)} "
+                         "file(s))")
     vocab_size = len(WordPieceTokenizer(vocab_path).ids)
+    sidecars = {i: done_shards.get(i) or read_json_or_none(out_dir / f"shard_{i:05d}.json") for i in range(len(specs))}
     index = {"vocab_path": str(Path(vocab_path).resolve()), "vocab_sha1": vocab_sha1, "vocab_size": vocab_size,
              "max_length": max_length, "dtype": np.dtype(ids_dtype(vocab_size)).name, "seed": seed,
              "preprocess": preprocess, "examples": sum(counts.values()),
-             "shards": [{"file": f"shard_{i:05d}.bin", "examples": counts[i]} for i in range(len(specs))],
-             "sources": sorted({path for spec in specs for path, *_ in spec.sources})}
+             "shards": [{"file": f"shard_{i:05d}.bin", "examples": counts[i], "bytes": sidecars[i]["bytes"],
+                         "sha1": sidecars[i]["sha1"]} for i in range(len(specs))],
+             "sources": source_files(files)}  # what it was built from: a run with another corpus rebuilds
     write_json_atomic(out_dir / "index.json", index)  # written last: its presence means the build is complete
     return index
 
 
+INDEX_KEYS = {"vocab_sha1", "vocab_size", "max_length", "dtype", "preprocess", "examples", "shards", "sources"}
+
+
+def read_index(out_dir):
+    """index.json of a shard folder, checked for its keys; InputError naming it when missing or damaged."""
+    path = Path(out_dir) / "index.json"
+    if not path.exists():
+        raise InputError(f"{path}: missing (the shards are not built, or their build was interrupted)")
+    index = read_json_or_none(path)
+    if not isinstance(index, dict) or not INDEX_KEYS <= set(index) or not all(
+            isinstance(s, dict) and {"file", "examples", "bytes", "sha1"} <= set(s) for s in index["shards"]):
+        raise InputError(f"{path}: damaged or from an older version (cut short, or keys missing); rebuild with "
+                         "'train.py prepare'")
+    return index
+
+
+def shards_problem(out_dir, vocab_path, max_length, corpus=None, preprocess=None):
+    """Why out_dir is not a complete build for this vocabulary, length (and corpus, when given), or None.
+
+    Every shard's size and SHA-1 are checked against the index, so a cut or damaged .bin is never trained on."""
+    try:
+        index = read_index(out_dir)
+    except InputError as error:
+        return str(error).split(": ", 1)[1]
+    if index["vocab_sha1"] != file_sha1(vocab_path):
+        return f"built with another vocabulary than {vocab_path}"
+    if index["max_length"] != max_length:
+        return f"built for --max-length {index['max_length']}, not {max_length}"
+    if preprocess is not None and index["preprocess"] != preprocess:
+        return f"built {'with' if index['preprocess'] else 'without'} --pubmed-preprocess"
+    if corpus is not None:
+        now, then = source_files(corpus_files(corpus)), index["sources"]
+        if now != then:
+            changed = len({tuple(s.values()) for s in now} ^ {tuple(s.values()) for s in then})
+            return f"built from other corpus files ({changed} file(s) added, removed or changed since)"
+    for shard in index["shards"]:
+        if problem := shard_problem(Path(out_dir) / shard["file"], shard["bytes"], shard["sha1"]):
+            return f"{shard['file']} is {problem}" if problem == "missing" else f"{shard['file']}: {problem}"
+    return None
+
+
 def shards_ready(out_dir, vocab_path, max_length):
-    """True when out_dir holds a complete build for this vocabulary and length."""
-    index_path = Path(out_dir) / "index.json"
-    if not index_path.exists():
-        return False
-    index = json.loads(index_path.read_text())
-    return index["vocab_sha1"] == file_sha1(vocab_path) and index["max_length"] == max_length
+    """True when out_dir holds a complete, undamaged build for this vocabulary and length."""
+    return shards_problem(out_dir, vocab_path, max_length) is None
 
 
 # ------------------------------------------------------------------------------------------------------------- loader
@@ -353,9 +539,10 @@ class PretrainingData:
 
     def __init__(self, shard_dir, pad_id=0, sep_id=None):
         shard_dir = Path(shard_dir)
-        if not (shard_dir / "index.json").exists():
-            raise InputError(f"{shard_dir}: no index.json (the shards are not built, or their build was interrupted)")
-        self.index = json.loads((shard_dir / "index.json").read_text())
+        self.index = read_index(shard_dir)
+        for shard in self.index["shards"]:  # never train on a cut or damaged shard (hashed once per process)
+            if problem := shard_problem(shard_dir / shard["file"], shard["bytes"], shard["sha1"]):
+                raise InputError(f"{shard_dir / shard['file']}: {problem}; rebuild with 'train.py prepare'")
         self.max_length = self.index["max_length"]
         self.pad_id, self.sep_id = pad_id, sep_id
         self.shards = [np.memmap(shard_dir / s["file"], dtype=self.index["dtype"], mode="r").reshape(-1, self.max_length)

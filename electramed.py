@@ -50,12 +50,16 @@ class ElectraConfig:
     gen_weight: float = 1.0
     disc_weight: float = 50.0  # ELECTRA: lambda = 50
     temperature: float = 1.0
-    # Ours, not ELECTRA's (which starts the bias at 0): start the discriminator's output bias at the log-odds of
+    # Opt-in, ours, not ELECTRA's (whose bias starts at 0): start the discriminator's output bias at the log-odds of
     # mask_prob, the share of tokens replaced while the generator is still untrained. From 0 (p = 0.5) the first
-    # gradients push every position the same way ("less replaced"); Adam moves all weights together and within ~20
-    # steps the 12-layer post-LN discriminator maps every position to one vector and predicts the base rate from then
-    # on (measured on Small: README "Pre-training on a small budget"). False reproduces the official initialisation.
-    disc_prior_bias: bool = True
+    # gradients push every position the same way ("less replaced"); with a short warm-up Adam moves all weights
+    # together and the post-LN discriminator can map every position to one vector and predict the base rate from
+    # then on (README "Pre-training on a small budget" says when it helps). False (default) is the official start.
+    disc_prior_bias: bool = False
+    # Masked slots per sequence; None = ELECTRA's rule int((mask_prob + 0.005) * seq_len), 15% of every length. The
+    # official base/large runs at 512 get 19 (configure_pretraining.py computes it from the length 128 before the
+    # base/large block sets 512): max_predictions=19 reproduces that.
+    max_predictions: int | None = None
     objective: str = "electra"  # "electra" (replaced-token detection) or "mlm" (BERT-style, generator loss only)
     pad_id: int = 0
     cls_id: int = 101  # BERT vocabulary ids; train.py sets them from the vocabulary (SciVocab: 102, 103, 104)
@@ -69,6 +73,8 @@ class ElectraConfig:
         for hidden, heads in sizes:
             if hidden % heads:
                 raise ValueError(f"hidden size {hidden} is not a multiple of the number of heads {heads}")
+        if self.max_predictions is not None and self.max_predictions < 1:
+            raise ValueError(f"max_predictions must be at least 1, not {self.max_predictions}")
 
     def generator_config(self) -> "ElectraConfig":
         """The generator network's sizes; for the "mlm" objective it is the discriminator-sized encoder."""
@@ -112,13 +118,23 @@ def dropout(x, p: float, training: bool):
 
 
 def _init(module: nn.Module, std: float):
-    """HF's _init_weights: N(0, std) for Linear/Embedding weights, zero biases (LayerNorm keeps its 1/0).
-    The official TF code draws from a normal truncated at 2 std; the difference is immaterial at std 0.02."""
+    """The official initialisation (model/modeling.py:create_initializer, tf.truncated_normal_initializer): weights of
+    Linear and Embedding layers from N(0, std) truncated at 2 std (out-of-range draws are redrawn, as TF does), zero
+    biases; LayerNorm keeps its 1/0 (contrib layer_norm). transformers uses an untruncated N(0, std) instead."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=std)
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
         if isinstance(m, nn.Linear):
             nn.init.zeros_(m.bias)
+
+
+def _init_glorot(linear: nn.Linear):
+    """TF's default for a tf.layers.dense given no kernel_initializer: Glorot-uniform, U(-l, l) with
+    l = sqrt(6 / (fan_in + fan_out)), zero bias. The official code leaves two layers so: `embeddings_project`
+    (model/modeling.py, BertModel.__init__) and the discriminator's dense(1) (run_pretraining.py,
+    _get_discriminator_output)."""
+    nn.init.xavier_uniform_(linear.weight)
+    nn.init.zeros_(linear.bias)
 
 
 # --------------------------------------------------------------------------------------------------------------- model
@@ -183,7 +199,7 @@ class Encoder(nn.Module):
         self.embeddings_project = None
         if config.embedding_size != config.hidden_size:
             self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
-            _init(self.embeddings_project, config.initializer_range)
+            _init_glorot(self.embeddings_project)  # modeling.py: tf.layers.dense(..., name="embeddings_project")
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_layers))
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
@@ -211,7 +227,8 @@ class Discriminator(nn.Module):
         self.encoder = Encoder(config, embeddings)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.prediction = nn.Linear(config.hidden_size, 1)
-        _init(nn.ModuleList([self.dense, self.prediction]), config.initializer_range)
+        _init(self.dense, config.initializer_range)
+        _init_glorot(self.prediction)  # run_pretraining.py: tf.layers.dense(hidden, units=1), no initializer
         if config.disc_prior_bias:  # sigmoid(bias) = mask_prob: the loss starts at the base rate (see ElectraConfig)
             nn.init.constant_(self.prediction.bias, math.log(config.mask_prob / (1.0 - config.mask_prob)))
 
@@ -249,12 +266,13 @@ class Generator(nn.Module):
 def mask_tokens(input_ids, attention_mask, config: ElectraConfig):
     """ELECTRA's dynamic masking (pretrain_helpers.py:mask), with static shapes throughout.
 
-    Returns masked_ids [B, S], positions [B, N] and weights [B, N] (bool: the slot is real). N = int((mask_prob +
-    0.005) * S) slots per sequence; the first max(1, min(N, round(mask_prob * num_tokens))) are real, the others
-    point at position 0 ([CLS]), the null slot, which is never a candidate and never changes.
+    Returns masked_ids [B, S], positions [B, N] and weights [B, N] (bool: the slot is real). N = max_predictions
+    slots per sequence, by default int((mask_prob + 0.005) * S); the first max(1, min(N, round(mask_prob *
+    num_tokens))) are real, the others point at position 0 ([CLS]), the null slot, which is never a candidate and
+    never changes.
     """
     batch, seq_len = input_ids.shape
-    num_slots = int((config.mask_prob + 0.005) * seq_len)
+    num_slots = config.max_predictions or int((config.mask_prob + 0.005) * seq_len)
     if num_slots < 1:
         raise ValueError(f"sequence length {seq_len} is too short to mask any token at mask_prob {config.mask_prob}")
     special = (input_ids == config.cls_id) | (input_ids == config.sep_id) | (input_ids == config.mask_id)
@@ -321,10 +339,31 @@ def discriminator_metrics(discriminator_logits, labels, attention_mask) -> dict:
             "replaced_fraction": (real * labels).sum() / num_real}
 
 
+def roc_auc(scores, labels) -> float:
+    """Exact ROC AUC of `scores` for binary `labels` (CPU tensors; entries labelled -1 are left out): the
+    Mann-Whitney U statistic with tied scores given their average rank, i.e. P(score of a positive > score of a
+    negative) + P(tie) / 2. NaN when one class is absent. The official `disc_auc` is tf.metrics.auc, a 200-threshold
+    approximation over every position (padding scored 0 as original); this one is exact, over the tokens passed."""
+    keep = labels >= 0
+    scores, positive = scores[keep].double(), labels[keep] == 1
+    num_positive = int(positive.sum())
+    num_negative = len(scores) - num_positive
+    if num_positive == 0 or num_negative == 0:
+        return float("nan")
+    sorted_scores, order = scores.sort(stable=True)
+    _, group, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    last_rank = counts.cumsum(0).double()  # 1-based rank of each group of equal scores' last member
+    average_rank = (last_rank - (counts - 1) / 2)[group]  # [n]: the rank of each sorted score, ties averaged
+    positive_rank_sum = average_rank[positive[order]].sum().item()
+    return (positive_rank_sum - num_positive * (num_positive + 1) / 2) / (num_positive * num_negative)
+
+
 class ElectraForPretraining(nn.Module):
     """Generator + discriminator sharing one embedding block. `model(input_ids, attention_mask, token_type_ids)`
     returns 0-d tensors: loss, gen_loss, gen_accuracy and, for the "electra" objective, disc_loss, disc_accuracy,
-    disc_precision, disc_recall, replaced_fraction. For "mlm" the generator is discriminator-sized and
+    disc_precision, disc_recall, replaced_fraction, plus two [B, S] tensors for `roc_auc` on the host: disc_logits
+    (detached) and disc_labels (1 replaced, 0 original, -1 padding/[CLS]/[SEP], which are not scored). For "mlm" the
+    generator is discriminator-sized and
     `discriminator` is None. Randomness comes from torch's default generator of the inputs' device."""
 
     def __init__(self, config: ElectraConfig):
@@ -343,8 +382,10 @@ class ElectraForPretraining(nn.Module):
         if self.discriminator is None:
             return {"loss": out["gen_loss"], **out}
         fake_ids, labels = replace_tokens(input_ids, positions, weights, generator_logits, self.config.temperature)
-        out.update(discriminator_metrics(self.discriminator(fake_ids, attention_mask, token_type_ids), labels,
-                                         attention_mask))
+        discriminator_logits = self.discriminator(fake_ids, attention_mask, token_type_ids)  # [B, S]
+        out.update(discriminator_metrics(discriminator_logits, labels, attention_mask))
+        scored = attention_mask.bool() & (input_ids != self.config.cls_id) & (input_ids != self.config.sep_id)
+        out["disc_logits"], out["disc_labels"] = discriminator_logits.detach(), torch.where(scored, labels, -1)
         out["loss"] = self.config.gen_weight * out["gen_loss"] + self.config.disc_weight * out["disc_loss"]
         return out
 
@@ -358,8 +399,8 @@ _HF_CONFIG = {"vocab_size": "vocab_size", "embedding_size": "embedding_size", "h
               "attention_dropout": "attention_probs_dropout_prob", "initializer_range": "initializer_range",
               "layer_norm_eps": "layer_norm_eps", "pad_id": "pad_token_id"}
 # Pre-training fields transformers has no key for: kept under "electramed" in config.json (HF keeps unknown keys).
-_OUR_CONFIG = ["mask_prob", "gen_weight", "disc_weight", "temperature", "disc_prior_bias", "objective", "cls_id",
-               "sep_id", "mask_id"]
+_OUR_CONFIG = ["mask_prob", "gen_weight", "disc_weight", "temperature", "disc_prior_bias", "max_predictions",
+               "objective", "cls_id", "sep_id", "mask_id"]
 # Our transformer-layer names -> transformers' (modeling_electra.py: ElectraLayer).
 _HF_LAYER = {".attention_dense.": ".attention.output.dense.", ".attention_norm.": ".attention.output.LayerNorm.",
              ".intermediate.": ".intermediate.dense.", ".output_dense.": ".output.dense.",
@@ -435,13 +476,36 @@ def save_pretrained(model: ElectraForPretraining, directory, vocab_path=None):
             ("generator", model.generator, "ElectraForMaskedLM", model.config.generator_config())):
         if network is None:
             continue
-        out = directory / name
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(_hf_config(config, architecture), indent=2) + "\n")
-        torch.save({name: tensor.detach().cpu().clone() for name, tensor in _to_hf(network).items()},
-                   out / "pytorch_model.bin")
-        if vocab_path is not None:
-            shutil.copyfile(vocab_path, out / "vocab.txt")
+        save_hf(network, config, architecture, directory / name, vocab_path)
+
+
+def save_hf(network: nn.Module, config: ElectraConfig, architecture: str, directory, vocab_path=None, extra=None):
+    """One transformers directory for `network` (a module with `encoder` and `hf_heads`: the pre-training networks
+    here, the fine-tuning heads of tasks.py): config.json (plus `extra` keys, e.g. id2label), pytorch_model.bin, and
+    vocab.txt if given."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    hf = {**_hf_config(config, architecture), **(extra or {})}
+    (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+    torch.save({name: tensor.detach().cpu().clone() for name, tensor in _to_hf(network).items()},
+               directory / "pytorch_model.bin")
+    if vocab_path is not None:
+        shutil.copyfile(vocab_path, directory / "vocab.txt")
+
+
+def read_hf_config(directory) -> tuple[ElectraConfig, dict]:
+    """One transformers ELECTRA directory's config as ours, and its config.json as read (id2label, architectures)."""
+    directory = Path(directory)
+    hf = _read_config(directory)
+    fields = {ours: hf[theirs] for ours, theirs in _HF_CONFIG.items()}
+    fields.update(_special_ids(directory))
+    fields.update(hf.get("electramed", {}))
+    return ElectraConfig(**fields), hf
+
+
+def load_hf_weights(network: nn.Module, directory):
+    """Load a transformers directory's weights into `network` (strict: any key mismatch is one ValueError)."""
+    _load_hf(network, *_read_weights(Path(directory)))
 
 
 def _read_config(directory: Path) -> dict:
@@ -513,7 +577,7 @@ def load_pretrained(directory) -> ElectraForPretraining:
                           "the discriminator's are used")
         if not gen_dir:
             model.generator = None
-    return model
+    return model.eval()  # as transformers' from_pretrained: dropout off until the caller asks for .train()
 
 
 def load_encoder(directory) -> Encoder:

@@ -5,8 +5,12 @@ References: google-research/electra model/optimization.py (AdamWeightDecayOptimi
 its warm-up); torch_xla's SPMD and PJRT runtime for --device xla.
 """
 import ctypes
+import json
 import os
 import platform
+import signal
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +26,21 @@ def linear_schedule(step, peak, train_steps, warmup_steps):
     warmup = min(1.0, step / warmup_steps) if warmup_steps else 1.0
     return peak * decay * warmup
 
+
+def step_seed(seed, step, micro_batch):
+    """The random seed of one micro-batch of one step. Masking, sampling and dropout depend only on (seed, step,
+    micro-batch), so a resumed run draws exactly what an uninterrupted one would, and N torchrun processes draw what
+    one process accumulating over the same N micro-batches draws."""
+    return (seed * 1_000_003 + step * 1_009 + micro_batch) % (2 ** 63)
+
+
 class AdamWeightDecay(torch.optim.Optimizer):
     """ELECTRA's AdamWeightDecayOptimizer: Adam WITHOUT bias correction, weight decay added to the update.
 
     update = m / (sqrt(v) + eps) + weight_decay * param;  param -= lr * lr_scale * update
     `lr` is a tensor passed to step(), so that a changing learning rate never recompiles an XLA graph. `lr_scale` per
-    parameter group is 1 in pre-training (fine-tuning uses it for layer-wise decay).
+    parameter group is 1 in pre-training (fine-tuning uses it for layer-wise decay). Each group is updated in one pass
+    of torch._foreach_* ops over all its tensors (a few dozen kernel calls per group, not a few per tensor).
     """
 
     def __init__(self, param_groups, betas=(0.9, 0.999), eps=1e-6):
@@ -36,21 +49,29 @@ class AdamWeightDecay(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, lr):
         for group in self.param_groups:
+            params = [param for param in group["params"] if param.grad is not None]
+            if not params:
+                continue
+            for param in params:
+                if not self.state[param]:
+                    self.state[param]["exp_avg"] = torch.zeros_like(param)
+                    self.state[param]["exp_avg_sq"] = torch.zeros_like(param)
+            grads = [param.grad for param in params]
+            exp_avgs = [self.state[param]["exp_avg"] for param in params]
+            exp_avg_sqs = [self.state[param]["exp_avg_sq"] for param in params]
             beta1, beta2 = group["betas"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self.state[param]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(param)
-                    state["exp_avg_sq"] = torch.zeros_like(param)
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.mul_(beta1).add_(param.grad, alpha=1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
-                update = exp_avg / (exp_avg_sq.sqrt() + group["eps"])
-                if group["weight_decay"]:
-                    update.add_(param, alpha=group["weight_decay"])
-                param.sub_(update * (lr * group["lr_scale"]))
+            torch._foreach_mul_(exp_avgs, beta1)  # m = beta1 m + (1 - beta1) g
+            torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)  # v = beta2 v + (1 - beta2) g^2
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+            updates = torch._foreach_sqrt(exp_avg_sqs)  # the one temporary list: sqrt(v) -> m / (sqrt(v) + eps)
+            torch._foreach_add_(updates, group["eps"])
+            torch._foreach_reciprocal_(updates)
+            torch._foreach_mul_(updates, exp_avgs)
+            if group["weight_decay"]:
+                torch._foreach_add_(updates, params, alpha=group["weight_decay"])
+            torch._foreach_mul_(updates, lr * group["lr_scale"])  # a 0-d tensor: the same graph at every lr
+            torch._foreach_sub_(params, updates)
 
 
 def parameter_groups(model, weight_decay):
@@ -98,9 +119,19 @@ def setup_runtime(device_name):
     if device_name == "xla":
         if world_size > 1:
             raise InputError("--device xla runs one process over all devices (SPMD): start it without torchrun")
-        import torch_xla  # imported only here: the project runs without torch_xla on cpu and cuda
-        import torch_xla.runtime as xr
+        chosen = os.environ.get("PJRT_DEVICE")
+        import logging  # torch_xla picks TPU/NEURON/CPU when PJRT_DEVICE is unset; its bare CPU warning is said below
 
+        quiet = lambda record: record.getMessage() != "Defaulting to PJRT_DEVICE=CPU"  # noqa: E731
+        logging.getLogger().addFilter(quiet)
+        try:
+            import torch_xla  # imported only here: the project runs without torch_xla on cpu and cuda
+            import torch_xla.runtime as xr
+        finally:
+            logging.getLogger().removeFilter(quiet)
+        if chosen is None and os.environ.get("PJRT_DEVICE") == "CPU":
+            print("--device xla: PJRT_DEVICE is not set and no TPU was found: using the XLA CPU device (slower than "
+                  "--device cpu; set PJRT_DEVICE=TPU or CUDA to choose)")
         mesh = None
         if xr.global_runtime_device_count() > 1:  # e.g. the 8 cores of a TPU v3-8, or CPU_NUM_DEVICES=2
             import numpy as np
@@ -152,6 +183,22 @@ def xla_compiles(device):
     return (met.metric_data("CompileTime") or [0])[0]
 
 
+def to_host(tensor):
+    """A step's output on the CPU without compiling anything. Under XLA SPMD a batch-split tensor's .cpu() compiles a
+    gather program every time it is called (measured: 2 graphs per log line for two tensors); its shards, read as
+    they are and put together on the host by their indices, need none."""
+    if tensor.device.type == "xla":
+        import torch_xla.distributed.spmd as xs
+
+        sharded = xs.wrap_if_sharded(tensor)
+        if isinstance(sharded, xs.XLAShardedTensor):
+            out = torch.empty(tensor.shape, dtype=tensor.dtype)
+            for shard in sharded.local_shards:  # a replicated tensor's shards each hold all of it
+                out[shard.indices if shard.indices is Ellipsis else tuple(shard.indices)] = shard.unpadded_data
+            return out
+    return tensor.detach().cpu()
+
+
 def to_cpu(obj):
     """A copy of a (nested) state with every tensor on the CPU, so that checkpoints load anywhere."""
     if isinstance(obj, torch.Tensor):
@@ -164,14 +211,171 @@ def to_cpu(obj):
 
 
 def save_atomic(obj, path):
-    """torch.save to a temporary name, then rename: a crash never leaves a half-written checkpoint."""
+    """torch.save to a temporary name, fsync, rename, fsync the folder: a crash or a power loss never leaves a
+    half-written checkpoint under the final name (without the fsyncs the renamed file can be empty after a power loss,
+    as databases know: the rename may reach the disk before the data)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    torch.save(obj, temporary)
+    with open(temporary, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory):
+    """Make a rename in `directory` durable (POSIX; Windows cannot open a folder and needs nothing)."""
+    if os.name == "posix":
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_stale_temporaries(directory):
+    """Delete the `*.tmp` files a killed run left behind (save_atomic's unfinished writes); says what it removed."""
+    for stale in sorted(Path(directory).glob("*.tmp")) if Path(directory).is_dir() else []:
+        stale.unlink()
+        print(f"removed {stale}: an unfinished write of a run that was stopped")
 
 
 def latest_checkpoint(directory):
     checkpoints = sorted(Path(directory).glob("step_*.pt"))
     return checkpoints[-1] if checkpoints else None
+
+
+def load_checkpoint(path, required=("model", "step")):
+    """A checkpoint written by save_atomic -> its state dict; InputError (one line) for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {'is a folder, not' if path.is_dir() else 'no such'} checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises many kinds (RuntimeError, EOFError, UnpicklingError, zipfile errors)
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise InputError(f"{path}: not a readable checkpoint ({reason})") from None
+    missing = [key for key in required if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise InputError(f"{path}: not a checkpoint of this project (no {', '.join(missing)})")
+    return state
+
+
+def latest_valid_checkpoint(directory, required=("model", "step")):
+    """(path, state) of the newest checkpoint in `directory` that loads, or (None, None). A damaged newer one (cut
+    short by a crash on a file system without fsync, zero-filled after a power loss) is reported and skipped."""
+    for path in sorted(Path(directory).glob("step_*.pt"), reverse=True):
+        try:
+            return path, load_checkpoint(path, required)
+        except InputError as error:  # renamed, so that it never counts as the newest checkpoint again
+            try:
+                path.rename(path.with_name(path.name + ".damaged"))
+            except OSError:  # another torchrun process renamed it first
+                pass
+            print(f"warning: skipping {error}; renamed it to {path.name}.damaged; trying an older checkpoint")
+    return None, None
+
+
+class StopOnSignal:
+    """Turn SIGINT (Ctrl-C) and SIGTERM (preemptible VMs, cluster schedulers) into a request to stop cleanly.
+
+        with StopOnSignal() as stop:
+            for batch in batches:
+                ...one whole training step...
+                if stop.requested:
+                    save a checkpoint; print(f"stopped at step {step}; `--resume` continues")
+                    return stop.exit_code          # 130 for SIGINT, 143 for SIGTERM
+    The first signal only sets `requested` (the signal number); the loop finishes its step, saves and exits. The
+    handlers then go back to the defaults, so a second Ctrl-C stops the process at once, even inside backward().
+    Outside the main thread (where Python cannot install handlers) it does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested, self._previous = 0, {}
+
+    @property
+    def exit_code(self):
+        return 128 + self.requested  # the shell's convention: 130 = SIGINT, 143 = SIGTERM
+
+    def _handle(self, signum, frame):
+        self.requested = signum
+        for number in self.SIGNALS:
+            signal.signal(number, signal.SIG_DFL)
+        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+              "(Ctrl-C again to stop at once, without saving)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+        return False
+
+    def until_requested(self, iterable, agree=None):
+        """Yield from `iterable` with the handlers installed; stop yielding once a stop is requested after an item was
+        used (i.e. after a whole step). `agree(requested) -> requested` lets torchrun processes stop at the same step
+        (e.g. an all-reduce MAX); the loop's code after `for` then saves when `stop.requested`:
+
+            stop = StopOnSignal()
+            for batch in stop.until_requested(batches):
+                ...one whole training step...
+            if stop.requested:
+                save a checkpoint; print(f"stopped at step {step}; `--resume` continues"); return stop.exit_code
+        """
+        with self:
+            for item in iterable:
+                yield item
+                if agree is not None:
+                    self.requested = agree(self.requested)
+                if self.requested:
+                    return
+
+
+# ------------------------------------------------------------------------------------------------------------ logs
+def _logged_step(line):
+    """The step of one metrics.jsonl line; a line cut short by a kill counts as unseen (dropped on resume)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
+class MetricsLog:
+    """Training curves: each record (a dict with "step") is one JSON line of out_dir/metrics.jsonl and, when the
+    `tensorboard` package is installed (pip install -e ".[tensorboard]"), its numbers are also TensorBoard scalars in
+    event files beside it (`tensorboard --logdir runs`). Opened at `step` (a resumed run), it first drops every
+    record after that step from both, so the curves read as one uninterrupted run."""
+
+    def __init__(self, out_dir, step=0):
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if _logged_step(line) <= step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package: optional
+        except ImportError:
+            self.writer = None
+        else:  # purge_step: TensorBoard hides the events of earlier runs from this step on
+            self.writer = SummaryWriter(str(out_dir), purge_step=step + 1)
+
+    def write(self, record):
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for name, value in record.items():
+                if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.writer.add_scalar(name, value, record["step"])
+            self.writer.flush()
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()

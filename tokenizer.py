@@ -23,6 +23,7 @@ Rust tokenizer's Unicode tables are older, so a character assigned or re-categor
 occurs in ../shared/data).
 """
 import heapq
+import os
 import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -184,10 +185,19 @@ class WordPieceTokenizer:
             tokens += entry[0]
         return tokens
 
-    def tokenize_ids(self, text):
-        """The WordPiece ids of `text`, no special tokens, no offsets: the fast path for pre-training shards."""
+    def tokenize_ids(self, text, specials=True):
+        """The WordPiece ids of `text`, no special tokens added, no offsets: the fast path for pre-training shards.
+
+        specials=False: a literal "[SEP]", "[CLS]", "[PAD]" or "[MASK]" in the text is split like any other text
+        ("[", "sep", "]"), as the official pre-training data builder's tokenizer (BERT's FullTokenizer) does, so that
+        a shard holds special ids only where the packer put them (the loader rebuilds the attention mask and token
+        types from those ids)."""
         ids, cache = [], self._chunk_cache
         for chunk in CHUNK.findall(text):
+            if not specials and "[" in chunk and SPECIAL.search(chunk):  # rare: not cached
+                ids += [self.vocab[piece] for word, _ in basic_words(chunk, self.lowercase)
+                        for piece, _, _ in self.wordpiece(word)]
+                continue
             entry = cache.get(chunk) or self._encode_chunk(chunk)
             ids += entry[1]
         return ids
@@ -258,11 +268,14 @@ def read_vocab(path):
     """The tokens of a vocab.txt, in id order, after checking it (InputError names the file and line)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: vocabulary file not found")
+        raise InputError(f"{path}: is a folder, not a vocabulary file" if path.is_dir() else
+                         f"{path}: vocabulary file not found")
     tokens, first_line = list(_read_lines(path)), {}
     if not tokens:
         raise InputError(f"{path}: vocabulary file is empty")
     for number, token in enumerate(tokens, 1):
+        if token != token.strip():  # "word " never matches a word: the text would silently become [UNK]
+            raise InputError(f"{path}:{number}: entry {token!r} has leading or trailing whitespace")
         if token in first_line:
             raise InputError(f"{path}:{number}: duplicate entry {token!r} (first on line {first_line[token]})")
         first_line[token] = number
@@ -273,7 +286,12 @@ def read_vocab(path):
 
 
 def write_vocab(tokens, path):
-    Path(path).write_text("".join(token + "\n" for token in tokens), encoding="utf-8")
+    """Write atomically (temporary file, then rename): a vocab.txt that exists is always a complete one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(token + "\n" for token in tokens), encoding="utf-8")
+    os.replace(temporary, path)
 
 
 # ---------------------------------------------------------------------------------------------- vocab training
@@ -310,8 +328,8 @@ def train_vocab(lines, vocab_size, lowercase=True, min_frequency=2, limit_alphab
     symbols = {symbol for word in word_counts for symbol in (word[0], *("##" + char for char in word[1:]))}
     tokens = [*SPECIAL_TOKENS, *sorted(symbols)]
     if len(tokens) > vocab_size:
-        raise ValueError(f"vocab_size {vocab_size} is smaller than the {len(tokens)} special tokens and initial "
-                         f"symbols (lower limit_alphabet)")
+        raise InputError(f"--vocab-size {vocab_size} is smaller than the {len(tokens)} special tokens and characters "
+                         f"of the corpus: use at least {len(tokens)}")
     token_id = {token: index for index, token in enumerate(tokens)}
     words = [[token_id[word[0]], *(token_id["##" + char] for char in word[1:])] for word in word_counts]
     counts = list(word_counts.values())

@@ -89,7 +89,7 @@ def test_single_segment_and_short_target_shares():
     class FakeTokenizer:
         cls_id, sep_id = 1, 2
 
-        def tokenize_ids(self, sentence):
+        def tokenize_ids(self, sentence, specials=True):
             return [5] * 10  # every sentence is 10 tokens: without the 10% rule an example always has two segments
 
     documents = [["s"] * 200_000]
@@ -176,7 +176,7 @@ def test_bad_corpus_files_name_the_file_and_line(tmp_path, scivocab):
     with pytest.raises(InputError, match="no such file"):
         data.corpus_files([tmp_path / "missing"])
     (tmp_path / "x.json").write_text('{"a": 1}')
-    with pytest.raises(InputError, match=r"x\.json: JSON is not in the PubMedQA layout"):
+    with pytest.raises(InputError, match=r"x\.json: record a: not in the PubMedQA layout"):
         list(data.read_documents(tmp_path / "x.json"))
 
 

@@ -5,6 +5,7 @@ The two XLA runs compile 3-4 graphs of a few seconds each; they run side by side
 """
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,13 @@ def read_log(out):
     return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
+def free_port():
+    """A TCP port no one listens on now (the OS picks it): a fixed port fails when another run holds it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def run_together(commands):
     """Start the commands side by side; fail with the tail of stderr of any that fails."""
     children = [subprocess.Popen(command, env={**os.environ, **env}, cwd=REPO, stdout=subprocess.PIPE,
@@ -79,21 +87,32 @@ def test_xla_learns_stops_compiling_spmd_equals_one_device_and_checkpoints_cross
     assert "resumed from" in one and "resumed from" in two
     single, spmd, cpu_log = read_log(tmp_path / "one"), read_log(tmp_path / "two"), read_log(cpu_first)
     assert [r["step"] for r in single] == list(range(7, 13))
-    # XLA draws other random masks than CPU torch, so runs on the two agree only statistically: the generator loss of
-    # one step varies by ~1% with the masks; an unloaded (freshly initialised) model would be 10% higher.
-    assert single[0]["gen_loss"] == pytest.approx(cpu_log[6]["gen_loss"], rel=0.04)
+    # The claim: XLA continued from the checkpoint, not from a fresh model. XLA draws other masks than CPU torch, so
+    # the two step-7 losses agree only statistically (one step's generator loss moves ~1%, ~0.1 nats, with the
+    # masks), while a model that did not load would sit at the initial loss (step 1, ~1 nat higher). The bound is
+    # the midpoint between the two hypotheses: half the progress of the first 6 steps, ~5x the mask noise.
+    progress = cpu_log[0]["gen_loss"] - cpu_log[6]["gen_loss"]
+    assert progress > 0.5 and abs(single[0]["gen_loss"] - cpu_log[6]["gen_loss"]) < progress / 2
     # the XLA steps go on learning: the generator's loss falls (the discriminator's rises and falls with what the
     # generator samples, README "Pre-training on a small budget"), and the total ends under where training began
     assert single[-1]["gen_loss"] < single[0]["gen_loss"] - 0.5 and single[-1]["loss"] < cpu_log[0]["loss"]
     for log in (single, spmd):
+        # disc_auc is computed on the host from the step's own outputs at every (here: each) log: no graph of its own
+        assert all(0.0 <= record["disc_auc"] <= 1.0 for record in log)
         compiles = [record["xla_compiles"] for record in log]
-        # a few graphs in the first two steps of a process (the optimizer state moves to the device), then none
-        assert compiles[1] == compiles[-1] and compiles[1] <= 5, compiles
+        # The claim (README "Devices"): graphs are compiled in a process's first two steps only (the first creates or
+        # moves the optimizer state), none after. How many the first two need depends on torch_xla's version and on
+        # what the logging computes (4 after step 1 and 5 after step 2 with torch_xla 2.9 here), so no absolute bound
+        # is asserted; a graph recompiled every step (a changing shape or a host read inside the step) grows the count
+        # past step 2, which this equality over steps 8-12 (two checkpoints included) catches.
+        assert compiles[1] == compiles[-1], compiles
     # One program over two devices computes the same numbers as over one, up to the order of float32 sums in the
     # partitioned reductions (the gradient all-reduce and the loss means): relative 1e-5 is ~100x that rounding.
     for a, b in zip(single, spmd):
         for name in ("loss", "gen_loss", "disc_loss", "disc_accuracy"):
             assert a[name] == pytest.approx(b[name], rel=1e-5, abs=1e-6), (a["step"], name)
+        # the AUC of the same scores, read back shard by shard under SPMD (runtime.to_host): ties may round apart
+        assert a["disc_auc"] == pytest.approx(b["disc_auc"], abs=1e-3), a["step"]
 
     # An XLA checkpoint resumes on plain CPU torch: CPU tensors, and training continues from its step and level.
     state = torch.load(tmp_path / "one" / "checkpoints" / "step_0000009.pt", map_location="cpu", weights_only=False)
@@ -105,14 +124,16 @@ def test_xla_learns_stops_compiling_spmd_equals_one_device_and_checkpoints_cross
     assert train.main(pretrain_command(resumed, scivocab, shards, "cpu", *steps)[2:]) == 0
     on_cpu = read_log(resumed)
     assert [r["step"] for r in on_cpu] == [10, 11, 12]
-    assert on_cpu[0]["gen_loss"] == pytest.approx(single[3]["gen_loss"], rel=0.04)
+    # the same midpoint bound as above: CPU continues at the XLA run's level (other masks), not from the initial loss
+    progress = cpu_log[0]["gen_loss"] - single[3]["gen_loss"]
+    assert abs(on_cpu[0]["gen_loss"] - single[3]["gen_loss"]) < progress / 2
 
 
 def test_torchrun_two_gloo_processes_equal_one_process_with_the_same_global_batch(scivocab, shards, tmp_path):
     """2 processes x 1 micro-batch of 8 == 1 process x 2 accumulated micro-batches of 8: the same 16 rows, the same
     per-micro-batch seeds (train.step_seed), the same mean of the two gradients."""
     steps = ["--train-steps", "5", "--batch-size", "16"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29571"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
     run_together([(torchrun + pretrain_command(tmp_path / "two", scivocab, shards, "cpu", *steps)[1:],
                    {"OMP_NUM_THREADS": "1"})])
     assert train.main(pretrain_command(tmp_path / "one", scivocab, shards, "cpu", *steps,

@@ -196,13 +196,18 @@ def reference_loss(model, ids, mask, types, seed):
             written.add((b, p))
     labels = (fake != ids).float()
     with torch.no_grad():
-        probability = torch.sigmoid(model.discriminator(fake, mask, types))
+        disc_logits = model.discriminator(fake, mask, types)
+        probability = torch.sigmoid(disc_logits)
+    # the per-token labels the host-side AUC reads: -1 where a token is not scored (padding, [CLS], [SEP])
+    scored_labels = torch.tensor([[int(labels[b, i]) if mask[b, i] and int(ids[b, i]) not in (101, 102) else -1
+                                   for i in range(seq_len)] for b in range(batch)])
     bce = -(labels * torch.log(probability) + (1 - labels) * torch.log(1 - probability))
     disc_loss = (bce * mask).sum() / mask.sum()
     gen_loss = gen_loss / len(slots)
     return {"loss": gen_loss + 50 * disc_loss, "gen_loss": gen_loss, "disc_loss": disc_loss,
             "gen_accuracy": torch.tensor(correct / len(slots)),
-            "replaced_fraction": (labels * mask).sum() / mask.sum()}
+            "replaced_fraction": (labels * mask).sum() / mask.sum(), "disc_logits": disc_logits,
+            "disc_labels": scored_labels}
 
 
 def test_loss_equals_independent_computation():
@@ -214,7 +219,9 @@ def test_loss_equals_independent_computation():
         torch.manual_seed(seed)
         out = model(ids, mask, types)
         expected = reference_loss(model, ids, mask, types, seed)
-        assert all(value.dim() == 0 for value in out.values())
+        assert all(value.dim() == 0 for key, value in out.items() if key not in ("disc_logits", "disc_labels"))
+        assert not out["disc_logits"].requires_grad and out["disc_labels"].shape == ids.shape
+        assert torch.equal(out["disc_labels"], expected.pop("disc_labels"))
         for key, value in expected.items():
             torch.testing.assert_close(out[key], value.float(), atol=1e-5, rtol=1e-5, msg=key)
         assert out["replaced_fraction"] > 0  # the random generator replaces some tokens: labels are exercised
@@ -358,7 +365,8 @@ def test_objective_runs_and_learns(objective, tmp_path):
         losses.append(out["gen_loss"].item())
     expected_keys = {"loss", "gen_loss", "gen_accuracy"}
     if objective == "electra":
-        expected_keys |= {"disc_loss", "disc_accuracy", "disc_precision", "disc_recall", "replaced_fraction"}
+        expected_keys |= {"disc_loss", "disc_accuracy", "disc_precision", "disc_recall", "replaced_fraction",
+                          "disc_logits", "disc_labels"}
     assert set(out) == expected_keys
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
     if objective == "mlm":

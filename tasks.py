@@ -1,0 +1,681 @@
+"""Fine-tuning ELECTRAMed: heads, featurizing, decoding, the training loop, seeds and the paper's tables.
+
+    python train.py finetune --task ner --data ../shared/data/ner/NCBI-disease --init runs/pretrain/electramed-hf
+    python train.py evaluate --model runs/ner/best --data ../shared/data/ner/NCBI-disease/test.txt
+    echo "Mutations in ATM cause ataxia-telangiectasia ." | python train.py predict --model runs/ner/best
+
+What it follows:
+- Miolo et al. (2021), ELECTRAMed, Table 5: the fine-tuning hyper-parameters (`FinetuneConfig`), Tables 7/8: the
+  scores we put beside ours (`PAPER`).
+- google-research/electra: finetune/ (classification, tagging heads), model/optimization.py (AdamWeightDecay with
+  layer-wise learning-rate decay, clipping 1.0), configure_finetuning.py (epochs, warm-up share).
+- transformers' ElectraFor{TokenClassification,SequenceClassification,QuestionAnswering}: the weight names, so that a
+  fine-tuned model is a directory transformers loads.
+
+The loop is shared by all tasks; the task-specific parts are four functions that branch on the task:
+`label_list`, `featurize`, `build_model` and `evaluate` (plus `read_examples` for a single file).
+"""
+import json
+import math
+import os
+import re
+import shutil
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import benchmarks
+import metrics
+import qa
+from electramed import (Embeddings, Encoder, Layer, dropout, load_hf_weights, load_pretrained, read_hf_config,
+                        save_hf)
+from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, linear_schedule, load_checkpoint, save_atomic,
+                     seed_everything, setup_runtime, step_seed, sync, to_cpu)
+from tokenizer import InputError, WordPieceTokenizer
+
+ARCHITECTURES = {"ner": "ElectraForTokenClassification", "re": "ElectraForSequenceClassification",
+                 "qa": "ElectraForQuestionAnswering"}
+# Paper Tables 7 and 8 (ELECTRAMed, mean of 5 seeds, test set): P, R, F1 in %, by the data folder's name.
+PAPER = {"ncbi-disease": (85.87, 89.29, 87.54), "bc5cdr": (88.76, 91.34, 90.03), "jnlpba": (69.33, 78.56, 73.65),
+         "chemprot": (75.47, 70.67, 72.94), "ddi-2013": (80.07, 78.24, 79.13)}
+
+
+# ------------------------------------------------------------------------------------------------------------- heads
+def _init_linear(linear: nn.Linear, std: float):
+    nn.init.normal_(linear.weight, std=std)  # as transformers' _init_weights (ELECTRA: truncated normal, 0.02)
+    nn.init.zeros_(linear.bias)
+
+
+class TokenTagger(nn.Module):
+    """NER: hidden states -> dropout -> linear, one score per label per token (ElectraForTokenClassification)."""
+    hf_heads = {"classifier.": "classifier."}
+
+    def __init__(self, encoder: Encoder, config, num_labels: int):
+        super().__init__()
+        self.encoder, self.config = encoder, config
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        _init_linear(self.classifier, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # -> [B, S, labels]
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        return self.classifier(dropout(hidden, self.config.dropout, self.training))
+
+    def loss(self, logits, batch):  # mean over the labelled tokens (first piece of each word)
+        labels = batch["labels"].flatten()
+        total = F.cross_entropy(logits.flatten(0, 1).float(), labels, ignore_index=-100, reduction="sum")
+        return total / (labels != -100).sum().clamp(min=1)
+
+
+class SentenceClassifier(nn.Module):
+    """RE: [CLS] -> dropout -> dense -> GELU -> dropout -> out_proj (transformers' ElectraClassificationHead).
+
+    The official ELECTRA head is [CLS] -> dropout -> dense(num_labels) (finetune/classification; electra-facts #17).
+    We use transformers' two-layer head so that a saved model loads as ElectraForSequenceClassification, which has
+    no one-layer variant: "transformers-loadable" wins over one extra dense layer."""
+    hf_heads = {"dense.": "classifier.dense.", "out_proj.": "classifier.out_proj."}
+
+    def __init__(self, encoder: Encoder, config, num_labels: int):
+        super().__init__()
+        self.encoder, self.config = encoder, config
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, num_labels)
+        _init_linear(self.dense, config.initializer_range)
+        _init_linear(self.out_proj, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # -> [B, labels]
+        cls = self.encoder(input_ids, attention_mask, token_type_ids)[:, 0]  # [B, S, H] -> [B, H]
+        hidden = F.gelu(self.dense(dropout(cls, self.config.dropout, self.training)))
+        return self.out_proj(dropout(hidden, self.config.dropout, self.training))
+
+    def loss(self, logits, batch):
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+
+class SpanQA(nn.Module):
+    """QA: hidden states -> linear(2): start and end scores per token (ElectraForQuestionAnswering)."""
+    hf_heads = {"qa_outputs.": "qa_outputs."}
+
+    def __init__(self, encoder: Encoder, config, num_labels: int = 2):
+        super().__init__()
+        self.encoder, self.config = encoder, config
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        _init_linear(self.qa_outputs, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # -> [B, S, 2] (start, end)
+        return self.qa_outputs(self.encoder(input_ids, attention_mask, token_type_ids))
+
+    def loss(self, logits, batch):  # BERT run_squad: the mean of the start and end cross-entropies
+        return (F.cross_entropy(logits[..., 0].float(), batch["start_positions"]) +
+                F.cross_entropy(logits[..., 1].float(), batch["end_positions"])) / 2
+
+
+def build_model(task, encoder, config, labels):
+    if task == "ner":
+        return TokenTagger(encoder, config, len(labels))
+    if task == "re":
+        return SentenceClassifier(encoder, config, len(labels))
+    if task == "qa":
+        return SpanQA(encoder, config)
+    raise ValueError(f"unknown task {task!r}")
+
+
+# -------------------------------------------------------------------------------------------------- saving, loading
+def save_finetuned(model, directory, labels, vocab_path):
+    """A transformers directory (config.json with id2label/label2id, pytorch_model.bin, vocab.txt), written beside
+    and renamed into place: a crash never leaves a half-written model."""
+    directory = Path(directory)
+    task = next(task for task, head in (("ner", TokenTagger), ("re", SentenceClassifier), ("qa", SpanQA))
+                if isinstance(model, head))
+    extra = {}
+    if task != "qa":
+        extra = {"id2label": {str(i): label for i, label in enumerate(labels)},
+                 "label2id": {label: i for i, label in enumerate(labels)}}
+    temporary = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    save_hf(model, model.config, ARCHITECTURES[task], temporary, vocab_path, extra)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(temporary, directory)
+
+
+def load_finetuned(directory):
+    """(model, labels, task) from our fine-tuned directory or a transformers-made ElectraFor{Token,Sequence}
+    Classification / ElectraForQuestionAnswering one. Raises InputError if it is neither."""
+    directory = Path(directory)
+    if (directory / "discriminator").is_dir():
+        raise InputError(f"{directory}: a pre-trained model (discriminator/, generator/), not a fine-tuned one: "
+                         "run `train.py finetune --init` on it first")
+    try:
+        config, hf = read_hf_config(directory)
+        architecture = (hf.get("architectures") or ["none"])[0]
+        task = next((task for task, name in ARCHITECTURES.items() if name == architecture), None)
+        if task is None:
+            raise ValueError(f"{directory / 'config.json'}: architecture {architecture} is not a fine-tuned model "
+                             f"({', '.join(ARCHITECTURES.values())})")
+        id2label = hf.get("id2label") or {}
+        labels = [id2label[str(i)] for i in range(len(id2label))] if task != "qa" else []
+        model = build_model(task, Encoder(config), config, labels)
+        load_hf_weights(model, directory)
+    except (ValueError, KeyError, OSError) as error:
+        raise InputError(str(error)) from None
+    return model, labels, task
+
+
+def load_init(directory):
+    """(encoder, config) to fine-tune from: a pre-trained directory (ours or any transformers ELECTRA discriminator)
+    or a fine-tuned one (SQuAD -> BioASQ); and the vocab.txt beside it."""
+    directory = Path(directory)
+    main = directory / "discriminator" if (directory / "discriminator").is_dir() else directory
+    if not (main / "config.json").is_file():
+        raise InputError(f"{directory}: not a model directory (no config.json)")
+    vocab = main / "vocab.txt"
+    if not vocab.is_file():
+        raise InputError(f"{vocab}: not found (the model directory needs its WordPiece vocabulary)")
+    architecture = (json.loads((main / "config.json").read_text()).get("architectures") or [""])[0]
+    if architecture in ARCHITECTURES.values():
+        model = load_finetuned(main)[0]
+        return model.encoder, model.config, vocab
+    try:
+        pretrained = load_pretrained(directory)
+    except (ValueError, KeyError, OSError) as error:
+        raise InputError(str(error)) from None
+    network = pretrained.discriminator if pretrained.discriminator is not None else pretrained.generator
+    return network.encoder, pretrained.config, vocab
+
+
+def set_dropout(model, config, p):
+    """Table 5: dropout and attention dropout 0.1 in fine-tuning, whatever the pre-training config said."""
+    for module in model.modules():
+        if isinstance(module, (Embeddings, Layer)):
+            module.hidden_dropout = p
+        if isinstance(module, Layer):
+            module.attention_dropout = p
+    return replace(config, dropout=p, attention_dropout=p)
+
+
+# -------------------------------------------------------------------------------------------------------- examples
+def read_examples(task, path, labels=None):
+    """One data file of a task (evaluate); a label outside the model's `labels` is an error."""
+    if task == "ner":
+        examples = benchmarks.read_ner(path)
+        check_labels(task, examples, labels, path)
+        return examples
+    if task == "re":
+        return benchmarks.read_re(path, set(labels))  # names the file and line of an unknown label
+    if task == "qa":
+        return benchmarks.read_squad(path)
+    raise InputError(f"evaluate --data: task {task} is not supported here")
+
+
+def label_list(task, train):
+    """Labels from the training data ("O" first, then sorted); they travel with the model. QA has none."""
+    return benchmarks.label_list(train) if task in ("ner", "re") else []
+
+
+def check_labels(task, examples, labels, where):
+    if task == "ner":
+        unknown = sorted({tag for _, tags in examples for tag in tags} - set(labels))
+    elif task == "re":
+        unknown = sorted({example[2] for example in examples} - set(labels))
+    else:
+        return
+    if unknown:
+        raise InputError(f"{where}: label(s) {', '.join(unknown[:5])} not among the model's labels "
+                         f"({', '.join(labels)})")
+
+
+# ------------------------------------------------------------------------------------------------------ featurizing
+def word_windows(lengths, budget):
+    """Word-aligned windows [(first word, end word)] of at most `budget` pieces that cover every word.
+
+    Stride rule: each window holds as many whole words as fit; the next one starts at the first word at least
+    budget // 2 pieces after this one's start (so consecutive windows overlap by about half), and never after this
+    one's end (no gap). A word longer than the budget gets a window of its own, its pieces cut to the budget."""
+    windows, start, stride = [], 0, max(1, budget // 2)
+    while True:
+        end, used = start, 0
+        while end < len(lengths) and (end == start or used + lengths[end] <= budget):
+            used, end = used + lengths[end], end + 1
+        windows.append((start, end))
+        if end >= len(lengths):
+            return windows
+        next_start, offset = start, 0
+        while next_start < end and offset < stride:
+            offset, next_start = offset + lengths[next_start], next_start + 1
+        start = next_start
+
+
+def best_windows(lengths, windows, budget):
+    """For each word, the window where it has the most context: max of min(pieces left, pieces right), ties to the
+    longer window, then the earlier (BERT run_squad's _check_is_max_context, per word)."""
+    best = [(-1.0, -1)] * len(lengths)
+    for k, (start, end) in enumerate(windows):
+        pieces = [min(length, budget) for length in lengths[start:end]]
+        total, left = sum(pieces), 0
+        for word, size in zip(range(start, end), pieces):
+            score = min(left, total - left - size) + 0.01 * total
+            if score > best[word][0]:
+                best[word] = (score, k)
+            left += size
+    return [k for _, k in best]
+
+
+def ner_features(sentences, tokenizer, labels, max_length):
+    """[CLS] word pieces [SEP] per window; `labels` holds the tag id on the first piece of each word this window
+    predicts and -100 elsewhere; `words` = [(token position, word index)] for decoding. Tags may be None (predict)."""
+    label_ids, budget, features = {label: i for i, label in enumerate(labels)}, max_length - 2, []
+    for index, (words, tags) in enumerate(sentences):
+        pieces = [tokenizer.tokenize_ids(word)[:budget] or [tokenizer.unk_id] for word in words]
+        lengths = [len(p) for p in pieces]
+        windows = word_windows(lengths, budget) if words else []
+        owner = best_windows(lengths, windows, budget)
+        for k, (start, end) in enumerate(windows):
+            ids, targets, positions = [tokenizer.cls_id], [-100], []
+            for word in range(start, end):
+                if owner[word] == k:
+                    positions.append((len(ids), word))
+                    targets += [label_ids[tags[word]] if tags is not None else -100] + [-100] * (lengths[word] - 1)
+                else:
+                    targets += [-100] * lengths[word]
+                ids += pieces[word]
+            features.append({"input_ids": ids + [tokenizer.sep_id], "labels": targets + [-100],
+                             "example_index": index, "words": positions})
+    return features
+
+
+def re_features(examples, tokenizer, labels, max_length):
+    """[CLS] text [SEP], cut to max_length as BERT does; the label's id (0 when there is none: predict)."""
+    label_ids = {label: i for i, label in enumerate(labels)}
+    return [{"input_ids": tokenizer.encode(example[1], max_length=max_length).ids,
+             "labels": label_ids.get(example[2], 0), "example_index": index}
+            for index, example in enumerate(examples)]
+
+
+def featurize(task, examples, tokenizer, labels, config, training=False):
+    if task == "ner":
+        return ner_features(examples, tokenizer, labels, config.max_length)
+    if task == "re":
+        return re_features(examples, tokenizer, labels, config.max_length)
+    if task == "qa":
+        return qa.qa_featurize(examples, tokenizer, config, training)
+    raise ValueError(f"unknown task {task!r}")
+
+
+SEQUENCE_KEYS = {"input_ids": 0, "token_type_ids": 0, "labels": -100}  # per-token inputs and their padding value
+MODEL_KEYS = ("input_ids", "token_type_ids", "labels", "start_positions", "end_positions")
+
+
+def collate(features, pad_to=None):
+    """A batch of tensors padded to its longest sequence, or to `pad_to` (XLA: static shapes). Padding is masked
+    out of attention and loss, so the result is the same either way; shorter batches are just faster on CPU/GPU."""
+    length = pad_to or max(len(f["input_ids"]) for f in features)
+    batch = {}
+    for key in MODEL_KEYS:
+        if key not in features[0]:
+            continue
+        if isinstance(features[0][key], list):
+            pad = SEQUENCE_KEYS[key]
+            batch[key] = torch.tensor([f[key] + [pad] * (length - len(f[key])) for f in features])
+        else:
+            batch[key] = torch.tensor([f[key] for f in features])
+    batch["attention_mask"] = (torch.arange(length)[None, :] <
+                               torch.tensor([len(f["input_ids"]) for f in features])[:, None]).long()
+    return batch
+
+
+# --------------------------------------------------------------------------------------------- prediction, scoring
+@torch.no_grad()
+def predict_logits(model, features, batch_size, device, pad_to=None, desc="predict"):
+    """Logits per feature on the CPU, token-level ones cut to the feature's length."""
+    model.eval()
+    outputs = []
+    for start in tqdm(range(0, len(features), batch_size), desc=desc, unit="batch", leave=False):
+        chunk = features[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in collate(chunk, pad_to).items()}
+        logits = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")).float().cpu()
+        outputs += [row[:len(f["input_ids"])] if row.ndim > 1 else row for row, f in zip(logits, chunk)]
+    return outputs
+
+
+def decode_tags(sentences, features, logits, labels):
+    """One tag per original word: each word is read from the one window that predicts it."""
+    tags = [[None] * len(words) for words, _ in sentences]
+    for feature, scores in zip(features, logits):
+        for position, word in feature["words"]:
+            tags[feature["example_index"]][word] = labels[int(scores[position].argmax())]
+    assert all(tag is not None for sentence in tags for tag in sentence), "a word without a prediction"
+    return tags
+
+
+def negative_label(labels):
+    """BLUE scores RE over the positive classes only: ChemProt's "false", DDI's "DDI-false" (none in SciBERT's)."""
+    return {label for label in labels if label.lower().endswith("false")}
+
+
+def evaluate(task, model, examples, features, labels, config, device, golden=None):
+    """(scores, predictions) of one split: precision/recall/f1 as fractions and a per type/class table; QA: see
+    qa.qa_evaluate (`golden`: BioASQ golden answers per test batch)."""
+    logits = predict_logits(model, features, config.batch_size, device, pad_to(config, device), desc="evaluate")
+    if task == "qa":
+        return qa.qa_evaluate(examples, features, logits, golden)
+    if task == "ner":
+        predictions = decode_tags(examples, features, logits, labels)
+        gold = [tags for _, tags in examples]
+        precision, recall, f1 = metrics.entity_prf(gold, predictions)
+        table = metrics.entity_table(gold, predictions)
+    elif task == "re":
+        predictions = [labels[int(row.argmax())] for row in logits]
+        gold, negative = [example[2] for example in examples], negative_label(labels)
+        precision, recall, f1 = metrics.re_prf(gold, predictions, negative)
+        table = metrics.re_table(gold, predictions, negative)
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    return {"precision": precision, "recall": recall, "f1": f1, "table": table}, predictions
+
+
+# ------------------------------------------------------------------------------------------------------ fine-tuning
+@dataclass
+class FinetuneConfig:
+    """Paper Table 5 (NER/RE column) unless noted; `DEFAULTS` holds the QA columns."""
+    learning_rate: float = 5e-5  # Table 5: NER/RE 5e-5, SQuAD 3e-5, BioASQ 5e-6
+    batch_size: int = 32  # Table 5: NER/RE 32, QA 16
+    max_length: int = 128  # Table 5: NER/RE 128, QA 384
+    epochs: int = 3  # not in the paper: configure_finetuning.py num_train_epochs 3 (SQuAD 2)
+    layerwise_decay: float = 0.8  # Table 5, configure_finetuning.py layerwise_lr_decay
+    warmup_proportion: float = 0.1  # not in the paper: configure_finetuning.py warmup_proportion
+    weight_decay: float = 0.0  # Table 5 (the official code uses 0.01)
+    dropout: float = 0.1  # Table 5: dropout and attention dropout
+    adam_beta1: float = 0.9  # Table 5
+    adam_beta2: float = 0.999  # Table 5
+    adam_epsilon: float = 1e-6  # Table 5
+    clip_norm: float = 1.0  # optimization.py clips the global norm at 1.0 in fine-tuning too
+    doc_stride: int = 128  # QA only (Table 5)
+    max_query_length: int = 64  # QA only (configure_finetuning.py)
+    seed: int = 12345
+    max_train_examples: int | None = None  # quick looks only: the first N training examples
+    max_eval_examples: int | None = None  # quick looks only: the first N dev/test examples (scores not comparable)
+
+
+DEFAULTS = {"ner": FinetuneConfig(), "re": FinetuneConfig(),
+            "squad": FinetuneConfig(learning_rate=3e-5, batch_size=16, max_length=384, epochs=2),
+            "bioasq": FinetuneConfig(learning_rate=5e-6, batch_size=16, max_length=384)}
+
+
+def pad_to(config, device):
+    return config.max_length if device.type == "xla" else None
+
+
+def layer_depth(name, num_layers):
+    """optimization.py _get_layer_lrs: embeddings (and their projection) 0, transformer layer i -> i + 1, the task
+    head n + 2."""
+    if name.startswith(("encoder.embeddings.", "encoder.embeddings_project.")):
+        return 0
+    if name.startswith("encoder.layers."):
+        return int(name.split(".")[2]) + 1
+    return num_layers + 2
+
+
+def finetune_parameter_groups(model, layerwise_decay, weight_decay):
+    """One group per (depth, decayed or not): lr_scale = decay ** (n + 2 - depth). As the official code, the head
+    gets 1 and the TOP LAYER decay ** 2, not decay: depth n + 1 is skipped because ELECTRA removed BERT's pooler
+    (google-research/electra issue #51). We keep the off-by-one on purpose: it is what the paper's numbers ran with.
+    No weight decay on LayerNorm weights and biases (the 1-D tensors), as optimization.py."""
+    num_layers, groups = len(model.encoder.layers), {}
+    for name, param in model.named_parameters():
+        depth, decay = layer_depth(name, num_layers), weight_decay if param.ndim >= 2 else 0.0
+        group = groups.setdefault((depth, decay), {"params": [], "names": [], "weight_decay": decay,
+                                                   "lr_scale": layerwise_decay ** (num_layers + 2 - depth)})
+        group["params"].append(param)
+        group["names"].append(name)
+    return list(groups.values())
+
+
+FINETUNE_CHECKPOINT_KEYS = ("model", "optimizer", "step", "epoch", "best", "loss_sum", "labels", "finetune")
+
+
+def subset(examples, limit):
+    return examples if limit is None else examples[:limit]
+
+
+def train_step(model, optimizer, batch, lr, clip_norm):
+    """One optimizer step: forward, the head's loss, backward, clip the global norm (optimization.py clips in
+    fine-tuning too), ELECTRA's Adam at `lr` (a tensor). Returns the loss, detached."""
+    loss = model.loss(model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")), batch)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    optimizer.step(lr)
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu", splits=None, resume=False):
+    """Fine-tune `init` on data_dir's train split, pick the epoch with the best dev F1, score test once with it.
+    Writes OUT/metrics.jsonl (a line per epoch; TensorBoard events beside it when installed), OUT/best/ (transformers
+    directory), OUT/result.json; returns the result. `splits` ({"train","dev","test"}) replaces reading data_dir
+    (QA's SQuAD -> BioASQ, tests). SIGINT/SIGTERM: the step ends, OUT/checkpoint.pt is written, and the process exits
+    130/143; `resume` continues from it (the batch order and dropout depend only on the seed and the step)."""
+    data_dir, out = Path(data_dir), Path(out)
+    if resume and (out / "result.json").is_file():
+        print(f"{out}: already finished (result.json); nothing to resume")
+        return json.loads((out / "result.json").read_text())
+    if splits is None:  # everything is validated ...
+        splits = qa.qa_splits([data_dir]) if task == "qa" else benchmarks.task_splits(task, data_dir)
+    for name in ("train",) if task == "qa" else ("train", "dev", "test"):  # QA: dev and test optional (qa_splits)
+        if not splits.get(name):
+            raise InputError(f"{data_dir}: the {name} split is empty")
+    encoder, model_config, vocab = load_init(init)
+    labels = label_list(task, splits["train"])
+    for name in ("dev", "test"):
+        check_labels(task, splits[name], labels, f"{data_dir} ({name})")
+    tokenizer = WordPieceTokenizer(vocab)
+    examples = {"train": subset(splits["train"], config.max_train_examples),
+                "dev": subset(splits["dev"], config.max_eval_examples),
+                "test": subset(splits["test"], config.max_eval_examples)}
+    features = {name: featurize(task, split, tokenizer, labels, config, training=name == "train")
+                for name, split in examples.items()}
+    checkpoint = out / "checkpoint.pt"
+    state = load_checkpoint(checkpoint, FINETUNE_CHECKPOINT_KEYS) if resume and checkpoint.is_file() else None
+    if resume and state is None:
+        print(f"{out}: no checkpoint.pt to resume from; starting from scratch")
+    out.mkdir(parents=True, exist_ok=True)  # ... before anything is written
+    (out / "config.json").write_text(json.dumps({"task": task, "data": str(data_dir), "init": str(init),
+                                                 "finetune": asdict(config), "labels": labels}, indent=1) + "\n")
+
+    runtime = setup_runtime(device_name)
+    device = runtime.device
+    seed_everything(config.seed, device)
+    model_config = set_dropout(encoder, model_config, config.dropout)
+    model = build_model(task, encoder, model_config, labels).to(device)  # the head's init depends on the seed
+    optimizer = AdamWeightDecay(finetune_parameter_groups(model, config.layerwise_decay, config.weight_decay),
+                                betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
+    train = features["train"]
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)  # the last, smaller batch is kept
+    train_steps = config.epochs * steps_per_epoch
+    warmup_steps = int(config.warmup_proportion * train_steps)
+    best, step, loss_sum, first_epoch = None, 0, 0.0, 1
+    if state is not None:
+        if state["labels"] != labels or state["finetune"] != asdict(config):
+            raise InputError(f"{checkpoint}: written with other labels or settings; start again without --resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        best, step, loss_sum, first_epoch = state["best"], state["step"], state["loss_sum"], state["epoch"]
+        print(f"resumed from {checkpoint} at step {step} of {train_steps}")
+    log = MetricsLog(out, step)
+    stop = StopOnSignal()
+    for epoch in range(first_epoch, config.epochs + 1):
+        model.train()
+        # a permutation per (seed, epoch) and dropout seeded per step: a resumed run repeats an uninterrupted one
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1_000 + epoch))
+        starts = range((step - (epoch - 1) * steps_per_epoch) * config.batch_size, len(train), config.batch_size)
+        bar = tqdm(starts, desc=f"{task} epoch {epoch}/{config.epochs}", unit="batch", dynamic_ncols=True)
+        for start in stop.until_requested(bar):
+            batch = collate([train[i] for i in order[start:start + config.batch_size].tolist()], pad_to(config, device))
+            batch = {k: v.to(device) for k, v in batch.items()}
+            lr = linear_schedule(step, config.learning_rate, train_steps, warmup_steps)
+            if device.type != "xla":  # XLA's generator advances inside the compiled step instead
+                torch.manual_seed(step_seed(config.seed, step, 0))
+            loss_sum += train_step(model, optimizer, batch, torch.tensor(lr, device=device), config.clip_norm).item()
+            sync(device)
+            step += 1
+            bar.set_postfix(loss=f"{loss_sum / (step - (epoch - 1) * steps_per_epoch):.4f}", lr=f"{lr:.2e}")
+        if stop.requested:
+            bar.close()
+            save_atomic({"model": to_cpu(model.state_dict()), "optimizer": to_cpu(optimizer.state_dict()),
+                         "step": step, "epoch": epoch, "best": best, "loss_sum": loss_sum, "labels": labels,
+                         "finetune": asdict(config)}, checkpoint)
+            print(f"stopped at step {step}; `--resume` continues", file=sys.stderr)
+            raise SystemExit(stop.exit_code)
+        # QA without a dev file (BioASQ: the paper has none) keeps the last epoch
+        dev = evaluate(task, model, examples["dev"], features["dev"], labels, config, device)[0] \
+            if examples["dev"] else {}
+        record = {"epoch": epoch, "step": step, "train_loss": round(loss_sum / steps_per_epoch, 6),
+                  **{f"dev_{k}": round(v, 6) for k, v in dev.items() if isinstance(v, float)}}
+        log.write(record)
+        loss_sum = 0.0
+        print(f"epoch {epoch}: train loss {record['train_loss']:.4f}" + (f", dev {score_text(dev)}" if dev else ""))
+        if best is None or not dev or dev["f1"] > best[1]["f1"]:
+            best = (epoch, dev)
+            save_finetuned(model, out / "best", labels, vocab)
+    log.close()
+    model = load_finetuned(out / "best")[0].to(device)
+    test = evaluate(task, model, examples["test"], features["test"], labels, config, device,
+                    splits.get("golden"))[0] if examples["test"] else {}
+    result = {"task": task, "data": str(data_dir), "init": str(init), "seed": config.seed, "best_epoch": best[0],
+              "labels": labels, "dev": best[1], "test": test, "finetune": asdict(config)}
+    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    checkpoint.unlink(missing_ok=True)
+    print(f"best epoch {best[0]}; test {score_text(test) if test else 'none'} -> {out / 'result.json'}")
+    return result
+
+
+def finetune_seeds(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu", seeds=1, splits=None,
+                   resume=False):
+    """`seeds` runs with seeds config.seed, config.seed + 1, ... into OUT/seed_K/, then OUT/summary.json (mean and
+    sample std of test P/R/F1) and OUT/summary.md (the paper's Table 7 / 8 layout, the paper's numbers beside).
+    With `resume`, finished seeds are kept and a stopped one continues."""
+    data_dir, out = Path(data_dir), Path(out)
+    if splits is None:
+        splits = qa.qa_splits([data_dir]) if task == "qa" else benchmarks.task_splits(task, data_dir)
+    results = [finetune(task, data_dir, init, out / f"seed_{k}", replace(config, seed=config.seed + k), device_name,
+                        splits, resume) for k in range(seeds)]
+    summary = {"task": task, "data": str(data_dir), "init": str(init), "seeds": [r["seed"] for r in results],
+               "finetune": asdict(config)}
+    if task == "qa":  # Table 9: SAcc/LAcc/MRR per BioASQ test batch (or SQuAD EM/F1)
+        summary["test"] = qa.qa_summary(results)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        (out / "summary.md").write_text(qa.qa_table(summary["test"], seeds))
+        return summary
+    for split in ("dev", "test"):
+        summary[split] = {k: dict(zip(("mean", "std"), metrics.mean_std([r[split][k] for r in results])))
+                          for k in ("precision", "recall", "f1")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "summary.md").write_text(summary_table(summary, data_dir.name))
+    return summary
+
+
+def summary_table(summary, dataset):
+    """Paper Table 7 (NER) / Table 8 (RE) layout: a row per metric, the paper's ELECTRAMed beside ours (test)."""
+    paper = PAPER.get(dataset.lower())
+    title = {"ner": "Table 7 (NER)", "re": "Table 8 (RE)"}.get(summary["task"], summary["task"])
+    lines = [f"Test scores in %, {title} layout; ours: mean ± sample std over {len(summary['seeds'])} seed(s).", "",
+             "| Benchmark | Metrics | ELECTRAMed (paper) | ours | difference |", "|---|---|---|---|---|"]
+    for row, (letter, key) in enumerate((("P", "precision"), ("R", "recall"), ("F", "f1"))):
+        mean, std = 100 * summary["test"][key]["mean"], 100 * summary["test"][key]["std"]
+        theirs = f"{paper[row]:.2f}" if paper else "—"
+        difference = f"{mean - paper[row]:+.2f}" if paper else "—"
+        name = dataset if row == 0 else ""
+        lines.append(f"| {name} | {letter} | {theirs} | {mean:.2f} ± {std:.2f} | {difference} |")
+    if not paper:
+        lines += ["", f"No paper number for the data folder {dataset!r} (the paper's: {', '.join(PAPER)})."]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- evaluate, predict
+SCORE_NAMES = {"precision": "P", "recall": "R", "em": "EM", "f1": "F1", "sacc": "SAcc", "lacc": "LAcc", "mrr": "MRR"}
+
+
+def score_text(scores):
+    """One line for the logs: "P/R/F1 85.10/88.02/86.54", "EM/F1 ..." or "SAcc/LAcc/MRR ..." (in %)."""
+    keys = [key for key in SCORE_NAMES if key in scores]
+    return "/".join(SCORE_NAMES[k] for k in keys) + " " + "/".join(f"{100 * scores[k]:.2f}" for k in keys)
+
+
+def format_scores(scores):
+    if "batches" in scores:  # BioASQ: a line per test batch
+        return "\n".join(f"batch {batch}: {score_text(row)}" for batch, row in scores["batches"].items())
+    if "precision" not in scores:
+        return score_text(scores)
+    lines = [f"precision {100 * scores['precision']:.2f}  recall {100 * scores['recall']:.2f}  "
+             f"f1 {100 * scores['f1']:.2f}", f"{'type/class':<20} {'P':>7} {'R':>7} {'F1':>7} {'support':>8}"]
+    for name, row in sorted(scores["table"].items()):
+        lines.append(f"{name:<20} {100 * row['precision']:7.2f} {100 * row['recall']:7.2f} {100 * row['f1']:7.2f} "
+                     f"{row['support']:8d}")
+    return "\n".join(lines)
+
+
+def evaluate_file(model_dir, path, batch_size=32, max_length=128, device_name="cpu", golden=None):
+    """Scores of a fine-tuned model on one data file; the file's labels must be the model's. QA: a SQuAD file
+    (EM/F1) or a BioASQ test batch with its `golden` file (SAcc/LAcc/MRR); windows of 384 tokens, stride 128."""
+    model, labels, task = load_finetuned(model_dir)
+    examples = read_examples(task, path, labels)
+    config = FinetuneConfig(batch_size=batch_size, max_length=max_length) if task != "qa" else \
+        replace(DEFAULTS["squad"], batch_size=batch_size)
+    device = setup_runtime(device_name).device
+    features = featurize(task, examples, WordPieceTokenizer(Path(model_dir) / "vocab.txt"), labels, config)
+    if task == "qa" and not golden and not any(example.answers for example in examples):
+        raise InputError(f"{path}: no answers to score by (a BioASQ test batch needs its golden file: --golden)")
+    if golden:  # checked before the model runs: the wrong golden file is an error, missing questions a warning
+        answers = benchmarks.read_bioasq_golden(golden)
+        qa.check_golden(examples, {str(golden): answers})
+        golden = {qa.bioasq_batch(path): answers}
+    return task, evaluate(task, model.to(device), examples, features, labels, config, device, golden)[0]
+
+
+WORD = re.compile(r"\w+(?:[-'/.]\w+)*|[^\w\s]")  # words as the NER corpora split them: "B-NHL", "(", "IL-2", "."
+
+
+def predict_lines(model_dir, lines, batch_size=32, max_length=128, device_name="cpu"):
+    """Raw text, one example per line -> NER: the line with entities marked [[entity]]/TYPE (the paper's Table 6
+    uses bold); RE: the predicted label, a TAB, the line."""
+    model, labels, task = load_finetuned(model_dir)
+    tokenizer = WordPieceTokenizer(Path(model_dir) / "vocab.txt")
+    config, device = FinetuneConfig(batch_size=batch_size, max_length=max_length), setup_runtime(device_name).device
+    model = model.to(device)
+    if task == "re":
+        features = re_features([(str(i), line, None) for i, line in enumerate(lines)], tokenizer, labels, max_length)
+        logits = predict_logits(model, features, batch_size, device)
+        return [f"{labels[int(row.argmax())]}\t{line}" if line.strip() else "" for row, line in zip(logits, lines)]
+    if task != "ner":
+        raise InputError(f"{model_dir}: a question-answering model: give the question with --question")
+    spans = [[m.span() for m in WORD.finditer(line)] for line in lines]
+    sentences = [([line[a:b] for a, b in s], None) for line, s in zip(lines, spans)]
+    features = ner_features(sentences, tokenizer, labels, max_length)
+    tags = decode_tags(sentences, features, predict_logits(model, features, batch_size, device), labels)
+    marked = []
+    for line, line_spans, line_tags in zip(lines, spans, tags):
+        pieces, cursor = [], 0
+        for kind, start, end in metrics.entities(line_tags):
+            char_start, char_end = line_spans[start][0], line_spans[end][1]
+            pieces += [line[cursor:char_start], f"[[{line[char_start:char_end]}]]/{kind}"]
+            cursor = char_end
+        marked.append("".join(pieces) + line[cursor:])
+    return marked
+
+
+def predict_answers(model_dir, question, passage, top=5, device_name="cpu"):
+    """The paper's Table 6 for QA: the `top` answers to `question` in `passage`, [(text, probability)] best first."""
+    model, _, task = load_finetuned(model_dir)
+    if task != "qa":
+        raise InputError(f"{model_dir}: --question needs a question-answering model, this one is {task}")
+    if not passage.strip():
+        raise InputError("predict: the passage is empty")
+    example = benchmarks.QAExample("question", question, passage, [])
+    config, device = DEFAULTS["squad"], setup_runtime(device_name).device
+    features = qa.qa_featurize([example], WordPieceTokenizer(Path(model_dir) / "vocab.txt"), config)
+    logits = predict_logits(model.to(device), features, config.batch_size, device)
+    return [(text, probability) for text, probability, _ in qa.qa_decode([example], features, logits)["question"][:top]]

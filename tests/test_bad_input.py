@@ -1,0 +1,671 @@
+"""Bad input never gives a traceback or a silently wrong run (issue 13).
+
+Malformed inputs of every kind the pre-training commands read -- flags, vocabularies, corpora of each format, shards,
+run folders, checkpoints -- each built from a real file of ../shared/data with one fault put in. Every one must end in
+exit code 2 and exactly one line on stderr, `error: <file>[:<line>]: what is wrong` (for a flag: the flag), with no
+traceback, and must leave nothing that a later run would trust (no index.json, no vocab.txt, no export). Then the
+faults of processes: a killed `prepare` takes its workers with it; Ctrl-C / SIGTERM stop after the step with a
+checkpoint; SIGKILL in the middle of a checkpoint write resumes to a run equal to an uninterrupted one.
+
+Most cases run the CLI in-process (train.main) to save the interpreter's start-up; signals need a subprocess.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import data
+import train
+
+REPO = Path(__file__).resolve().parent.parent
+PROGRESS = re.compile(r"\r|\d+%\||it/s|B/s|sent/s")  # tqdm's bars share stderr with the error line
+
+
+def run(capsys, *args):
+    """train.main in this process -> (exit code, stdout, the stderr lines that are not progress bars)."""
+    capsys.readouterr()
+    code = train.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip() and not PROGRESS.search(line)]
+    return code, captured.out, lines, captured.err
+
+
+def assert_one_line_error(result, *names, pattern=None):
+    code, _, lines, err = result
+    assert "Traceback" not in err, err[-3000:]
+    assert code == 2, (code, err[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for name in names:
+        assert str(name) in lines[0], (name, lines[0])
+    if pattern:
+        assert re.search(pattern, lines[0]), lines[0]
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------------------------ inputs
+@pytest.fixture(scope="module")
+def hoc(data_dir):
+    return sorted((data_dir / "pretrain" / "hoc" / "text").glob("*.txt"))
+
+
+@pytest.fixture(scope="module")
+def good_text(hoc):
+    return hoc[0]
+
+
+@pytest.fixture(scope="module")
+def shards(hoc, scivocab, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    data.build_shards(hoc[:60], scivocab, out, max_length=64, processes=1)
+    return out
+
+
+def run_args(out, scivocab, shards, *extra):
+    return ["pretrain", "--preset", "tiny", "--vocab", scivocab, "--shards", shards, "--out", out, "--device", "cpu",
+            *extra]
+
+
+# ------------------------------------------------------------------------------------------------------------- flags
+FLAG_CASES = [  # (command, flag, value): each outside the flag's allowed range, or not a number at all
+    *[("pretrain", flag, value) for flag in ("--batch-size", "--accumulation-steps", "--log-every", "--save-every",
+                                             "--train-steps", "--keep-checkpoints", "--processes")
+      for value in ("0", "-1", "x")],
+    *[("pretrain", "--mask-prob", value) for value in ("0", "1", "1.5", "-0.1", "nan")],
+    *[("pretrain", "--max-length", value) for value in ("0", "4", "513", "100000")],
+    *[("pretrain", "--learning-rate", value) for value in ("0", "-1e-4", "inf", "nan")],
+    *[("pretrain", flag, "-1") for flag in ("--warmup-steps", "--weight-decay", "--seed", "--gen-weight",
+                                            "--disc-weight")],
+    ("pretrain", "--adam-beta1", "1"), ("pretrain", "--adam-beta2", "-0.5"), ("pretrain", "--adam-epsilon", "0"),
+    ("pretrain", "--clip-norm", "0"), ("pretrain", "--generator-size", "0"), ("pretrain", "--max-predictions", "0"),
+    *[("pretrain", "--vocab-size", value) for value in ("0", "5", "-3")],
+    *[("prepare", "--max-length", value) for value in ("3", "513")], ("prepare", "--processes", "0"),
+    *[("vocab", "--vocab-size", value) for value in ("0", "2")],
+]
+
+
+@pytest.mark.parametrize("command, flag, value", FLAG_CASES, ids=[" ".join(c) for c in FLAG_CASES])
+def test_a_flag_out_of_range_is_refused_while_parsing(command, flag, value, tmp_path, capsys):
+    required = {"pretrain": [], "prepare": ["--corpus", "c", "--vocab", "v", "--out", tmp_path / "o"],
+                "vocab": ["--corpus", "c", "--out", tmp_path / "v.txt"]}[command]
+    line = assert_one_line_error(run(capsys, command, *required, f"{flag}={value}"), f"argument {flag}")
+    assert "allowed" in line or "not a" in line  # the message says what is allowed
+    assert not list(tmp_path.iterdir())
+
+
+CROSS_FLAG_CASES = [  # valid one by one, wrong together: found before anything is read or written
+    (["--batch-size", "10", "--accumulation-steps", "3"], "--batch-size 10"),
+    (["--max-length", "5", "--mask-prob", "0.1"], "--max-length 5"),
+]
+
+
+@pytest.mark.parametrize("flags, name", CROSS_FLAG_CASES, ids=[c[1] for c in CROSS_FLAG_CASES])
+def test_flags_that_contradict_each_other(flags, name, tmp_path, capsys):
+    assert_one_line_error(run(capsys, "pretrain", "--preset", "tiny", "--out", tmp_path / "run", *flags), name)
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------------------ vocabularies
+SPECIALS = b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n"
+VOCAB_CASES = {  # name -> (content or a callable making the path, expected message pattern)
+    "missing": (None, "not found"),
+    "folder": ("folder", "folder"),
+    "empty": (b"", "empty"),
+    "no [MASK]": (b"[PAD]\n[UNK]\n[CLS]\n[SEP]\nword\n", r"\[MASK\]"),
+    "duplicate": (SPECIALS + b"word\nword\n", r":7: duplicate"),
+    "latin-1 byte": (SPECIALS + b"w\xe9rd\n", r":6: not UTF-8"),
+    "trailing space": (SPECIALS + b"the \nof\n", r":6: .*whitespace"),
+    "leading space": (SPECIALS + b"the\n of\n", r":7: .*whitespace"),
+    "trailing tab": (SPECIALS + b"the\t\n", r":6: .*whitespace"),
+    "every entry padded": (b"".join(t + b" \n" for t in SPECIALS.split()), r":1: .*whitespace"),
+}
+
+
+def make_vocab(tmp_path, content):
+    vocab = tmp_path / "vocab.txt"
+    if content == "folder":
+        vocab.mkdir()
+    elif content is not None:
+        vocab.write_bytes(content)
+    return vocab
+
+
+@pytest.mark.parametrize("command", ["prepare", "pretrain", "export"])
+@pytest.mark.parametrize("case", VOCAB_CASES)
+def test_a_bad_vocabulary(case, command, tmp_path, good_text, capsys, request):
+    content, pattern = VOCAB_CASES[case]
+    vocab = make_vocab(tmp_path, content)
+    out = tmp_path / "out"
+    if command == "export":
+        args = ["export", "--checkpoint", request.getfixturevalue("trained") / "checkpoints" / "step_0000004.pt",
+                "--out", out, "--vocab", vocab]
+        assert_one_line_error(run(capsys, *args), vocab, pattern=pattern)
+        assert not out.exists()
+        return
+    args = [command, "--corpus", good_text, "--vocab", vocab, "--out", out]
+    if command == "pretrain":
+        args += ["--preset", "tiny"]
+    assert_one_line_error(run(capsys, *args), vocab, pattern=pattern)
+    assert not out.exists() or not (out / "index.json").exists() and not (out / "shards" / "index.json").exists()
+
+
+def test_a_good_vocabulary_with_windows_line_ends_is_read(tmp_path, scivocab):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_bytes(scivocab.read_bytes().replace(b"\n", b"\r\n"))
+    assert data.WordPieceTokenizer(vocab).ids == data.WordPieceTokenizer(scivocab).ids
+
+
+# ----------------------------------------------------------------------------------------------------------- corpora
+def pubtator(data_dir, documents=2):
+    lines = (data_dir / "pretrain" / "biored" / "Train.PubTator").read_text().splitlines()
+    blanks = [i for i, line in enumerate(lines) if not line.strip()]
+    return lines[:blanks[documents - 1] + 1]
+
+
+def token_tag(data_dir):
+    return (data_dir / "pretrain" / "mtl-bioinformatics-2016-iob" / "BC2GM-IOB" / "devel.tsv").read_text(
+        ).splitlines()[:60]
+
+
+def pubmedqa(data_dir):
+    records = json.loads((data_dir / "pretrain" / "pubmedqa-pqal" / "ori_pqal.json").read_text())
+    return dict(list(records.items())[:2])
+
+
+def with_line(lines, number, text):  # replace line `number` (1-based)
+    return "\n".join(lines[:number - 1] + [text] + lines[number:]) + "\n"
+
+
+def corpus_cases(data_dir):
+    """name -> (file name, bytes, expected pattern). Each is a real file with one fault."""
+    pt, tt, qa = pubtator(data_dir), token_tag(data_dir), pubmedqa(data_dir)
+    first = next(iter(qa))
+
+    def qa_with(**fields):
+        return json.dumps({**qa, first: {**qa[first], **fields}}).encode()
+
+    cases = {
+        "pubtator: a garbage line": ("a.PubTator", with_line(pt, 5, "this line is not PubTator"), r":5: not a PubTator"),
+        "pubtator: broken first line": ("a.txt", with_line(pt, 1, pt[0].replace("|t|", "|t ")), r":1: not a PubTator"),
+        "pubtator: broken abstract line": ("a.txt", with_line(pt, 2, pt[1].replace("|a|", "a|")), r":2: not a PubTator"),
+        "pubtator: annotation of another PMID": ("a.txt", with_line(pt, 4, "999\t1\t5\tx\tGene\t1"), r":4: .*PMID 999"),
+        "pubtator: annotation before its title": ("a.txt", "\n".join([pt[2]] + pt) + "\n", r":1: .*annotation"),
+        "pubtator: a line cut short": ("a.txt", with_line(pt, 3, pt[2].split("\t")[0]), r":3: not a PubTator"),
+        "token-tag: 3 columns": ("a.tsv", "\n".join(f"{line}\tNN" if line else line for line in tt) + "\n",
+                                 r":1: .*found 3 column"),
+        "token-tag: CoNLL token POS tag": ("a.tsv", "\n".join(line.replace("\t", "\tNN\t") for line in tt) + "\n",
+                                           r":1: .*found 3 column"),
+        "token-tag: 3 columns on one line": ("a.tsv", with_line(tt, 7, tt[6] + "\tNN"), r":7: .*found 3 column"),
+        "token-tag: space separated, 3 columns": ("a.txt", "\n".join(line.replace("\t", " NN ") for line in tt) + "\n",
+                                                  r":1: .*found 3 column"),
+        "token-tag: a missing tag": ("a.tsv", with_line(tt, 9, tt[8].split("\t")[0]), r":9: .*found 1 column"),
+        "token-tag: not a tag": ("a.tsv", with_line(tt, 4, tt[3].split("\t")[0] + "\tX-Gene"), r":4: .*tag"),
+        "tokens: two columns": ("a.tokens", "Triple\ntherapy\tNN\nregimens\n", r":2: .*one token per line"),
+        "pubmedqa: CONTEXTS a number": ("a.json", qa_with(CONTEXTS=3), rf"record {first}: CONTEXTS is int"),
+        "pubmedqa: CONTEXTS a string": ("a.json", qa_with(CONTEXTS="text"), rf"record {first}: CONTEXTS is str"),
+        "pubmedqa: CONTEXTS holds a number": ("a.json", qa_with(CONTEXTS=["a.", 5]), rf"record {first}: .*non-string"),
+        "pubmedqa: no CONTEXTS": ("a.json", json.dumps({first: {"QUESTION": "q?"}}).encode(), rf"record {first}"),
+        "pubmedqa: QUESTION a list": ("a.json", qa_with(QUESTION=["q"]), rf"record {first}: QUESTION is list"),
+        "pubmedqa: a list, not a dict": ("a.json", json.dumps(list(qa.values())).encode(), "PubMedQA layout"),
+        "pubmedqa: cut short": ("a.json", json.dumps(qa, indent=1).encode()[:500], r"a.json:\d+: not valid JSON"),
+        "pubmedqa: latin-1": ("a.json", json.dumps(qa).encode().replace(b"The", b"Th\xe9", 1), "not UTF-8"),
+        "text: latin-1 byte": ("a.txt", b"A first sentence.\n\nA second \xe9 one.\n", r":3: not UTF-8"),
+        "text: NUL bytes": ("a.txt", b"A first sentence.\nBinary\x00\x01\x02 data.\n", r":2: .*NUL"),
+        "text: empty file": ("a.txt", b"", "no text to pre-train on|no words"),
+        "text: only blank lines": ("a.txt", b"\n\n  \n\t\n", "no text to pre-train on|no words"),
+    }
+    return {name: (file, content.encode() if isinstance(content, str) else content, pattern)
+            for name, (file, content, pattern) in cases.items()}
+
+
+CORPUS_CASE_NAMES = [
+    "pubtator: a garbage line", "pubtator: broken first line", "pubtator: broken abstract line",
+    "pubtator: annotation of another PMID", "pubtator: annotation before its title", "pubtator: a line cut short",
+    "token-tag: 3 columns", "token-tag: CoNLL token POS tag", "token-tag: 3 columns on one line", "token-tag: space separated, 3 columns",
+    "token-tag: a missing tag", "token-tag: not a tag", "tokens: two columns", "pubmedqa: CONTEXTS a number",
+    "pubmedqa: CONTEXTS a string", "pubmedqa: CONTEXTS holds a number", "pubmedqa: no CONTEXTS",
+    "pubmedqa: QUESTION a list", "pubmedqa: a list, not a dict", "pubmedqa: cut short", "pubmedqa: latin-1",
+    "text: latin-1 byte", "text: NUL bytes", "text: empty file", "text: only blank lines"]
+
+
+@pytest.mark.parametrize("command", ["prepare", "vocab"])
+@pytest.mark.parametrize("case", CORPUS_CASE_NAMES)
+def test_a_bad_corpus_file(case, command, data_dir, scivocab, tmp_path, capsys):
+    name, content, pattern = corpus_cases(data_dir)[case]
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    corpus = folder / name
+    corpus.write_bytes(content)
+    out = tmp_path / ("shards" if command == "prepare" else "vocab.txt")
+    args = (["prepare", "--corpus", folder, "--vocab", scivocab, "--out", out, "--processes", "1"]
+            if command == "prepare" else ["vocab", "--corpus", folder, "--out", out, "--vocab-size", "200"])
+    names = [corpus] if "no text" not in pattern else [folder]
+    assert_one_line_error(run(capsys, *args), *names, pattern=pattern)
+    assert not (out / "index.json").exists() if command == "prepare" else not out.exists()
+
+
+def test_the_good_versions_of_those_files_are_read(data_dir, tmp_path):
+    """The control: the same real files without the fault read without an error, in the format they claim."""
+    files = {"a.PubTator": "\n".join(pubtator(data_dir)) + "\n", "b.tsv": "\n".join(token_tag(data_dir)) + "\n",
+             "c.json": json.dumps(pubmedqa(data_dir)), "d.tokens": "Triple\ntherapy\nregimens\n.\n"}
+    formats = {}
+    for name, text in files.items():
+        path = tmp_path / name
+        path.write_text(text)
+        formats[name] = data.file_format(path, text[:8192])
+        assert list(data.read_documents(path)), name
+    assert formats == {"a.PubTator": "pubtator", "b.tsv": "token-tag", "c.json": "pubmedqa-json",
+                       "d.tokens": "token-per-line"}
+
+
+CORPUS_PATH_CASES = ["missing file", "empty folder", "folder of documentation only"]
+
+
+@pytest.mark.parametrize("command", ["prepare", "vocab", "pretrain"])
+@pytest.mark.parametrize("case", CORPUS_PATH_CASES)
+def test_a_corpus_path_with_no_text(case, command, scivocab, tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    if case != "missing file":
+        corpus.mkdir()
+    if case == "folder of documentation only":
+        (corpus / "README.md").write_text("# about\n")
+    out = tmp_path / "out"
+    args = {"prepare": ["prepare", "--corpus", corpus, "--vocab", scivocab, "--out", out],
+            "vocab": ["vocab", "--corpus", corpus, "--out", out / "vocab.txt"],
+            "pretrain": ["pretrain", "--preset", "tiny", "--corpus", corpus, "--out", out]}[command]
+    assert_one_line_error(run(capsys, *args), corpus)
+    assert not list(out.rglob("index.json")) and not list(out.rglob("vocab.txt"))
+
+
+def test_vocab_reports_the_size_it_really_wrote_into_a_new_folder(good_text, tmp_path, capsys):
+    out = tmp_path / "new" / "folder" / "vocab.txt"  # the folder does not exist yet
+    code, stdout, _, _ = run(capsys, "vocab", "--corpus", good_text, "--out", out, "--vocab-size", "5000")
+    written = len(out.read_text(encoding="utf-8").splitlines())
+    assert code == 0 and written < 5000 and f"wrote {written} tokens" in stdout
+
+
+def test_a_vocab_size_below_the_alphabet_names_the_minimum(good_text, tmp_path, capsys):
+    line = assert_one_line_error(run(capsys, "vocab", "--corpus", good_text, "--out", tmp_path / "v.txt",
+                                     "--vocab-size", "20"), good_text, pattern=r"use at least \d+")
+    assert not (tmp_path / "v.txt").exists(), line
+
+
+# ------------------------------------------------------------------------------------------------------------ shards
+def damage_shards(shards, tmp_path, case):
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    first = copy / "shard_00000.bin"
+    index = copy / "index.json"
+    if case == "truncated .bin":
+        first.write_bytes(first.read_bytes()[:-128])
+    elif case == "missing .bin":
+        first.unlink()
+    elif case == "zero-filled .bin":
+        first.write_bytes(bytes(first.stat().st_size))
+    elif case == "one byte changed":
+        raw = bytearray(first.read_bytes())
+        raw[1000] ^= 0xFF
+        first.write_bytes(bytes(raw))
+    elif case == "index.json cut short":
+        index.write_text(index.read_text()[:100])
+    elif case == "index.json empty":
+        index.write_text("")
+    elif case == "index.json missing":
+        index.unlink()
+    elif case == "index.json of an older version":
+        old = json.loads(index.read_text())
+        old["shards"] = [{"file": s["file"], "examples": s["examples"]} for s in old["shards"]]
+        index.write_text(json.dumps(old))
+    elif case == "index.json a list":
+        index.write_text("[]")
+    return copy
+
+
+SHARD_CASES = ["truncated .bin", "missing .bin", "zero-filled .bin", "one byte changed", "index.json cut short",
+               "index.json empty", "index.json missing", "index.json of an older version", "index.json a list"]
+
+
+@pytest.mark.parametrize("case", SHARD_CASES)
+def test_damaged_shards_are_never_trained_on(case, shards, scivocab, tmp_path, capsys):
+    damaged = damage_shards(shards, tmp_path, case)
+    out = tmp_path / "run"
+    assert_one_line_error(run(capsys, *run_args(out, scivocab, damaged, "--train-steps", "1")), damaged)
+    assert not (out / "checkpoints").exists()
+    with pytest.raises(data.InputError, match=re.escape(str(damaged))):  # the loader checks them too
+        data.PretrainingData(damaged, 0, 3)
+
+
+@pytest.mark.parametrize("case", ["truncated .bin", "one byte changed", "index.json cut short"])
+def test_prepare_rebuilds_a_damaged_build_and_says_so(case, shards, hoc, scivocab, tmp_path, capsys):
+    damaged = damage_shards(shards, tmp_path, case)
+    code, stdout, _, _ = run(capsys, "prepare", "--corpus", *hoc[:60], "--vocab", scivocab, "--out", damaged,
+                             "--max-length", "64", "--processes", "1", "--seed", "12345")
+    assert code == 0
+    if "bin" in case or "byte" in case:
+        assert "shard_00000.bin" in stdout and "building it again" in stdout
+    assert data.shards_ready(damaged, scivocab, 64)
+    assert json.loads((damaged / "index.json").read_text())["shards"] == json.loads(
+        (shards / "index.json").read_text())["shards"]  # the same build, bit for bit (sizes and SHA-1s)
+
+
+def test_shards_of_another_vocabulary_or_length_are_refused(shards, scivocab, bert_vocab, tmp_path, capsys):
+    line = assert_one_line_error(run(capsys, *run_args(tmp_path / "a", bert_vocab, shards)), shards)
+    assert "another vocabulary" in line
+    line = assert_one_line_error(run(capsys, *run_args(tmp_path / "b", scivocab, shards, "--max-length", "128")),
+                                 shards)
+    assert "max-length 64" in line
+
+
+def test_the_index_records_its_sources_and_a_new_corpus_is_a_rebuild(shards, hoc, scivocab):
+    index = json.loads((shards / "index.json").read_text())
+    assert [s["path"] for s in index["sources"]] == [str(p.resolve()) for p in hoc[:60]]
+    assert all(s["bytes"] == Path(s["path"]).stat().st_size for s in index["sources"])
+    assert data.shards_problem(shards, scivocab, 64, hoc[:60], False) is None
+    assert "other corpus files (2 file(s)" in data.shards_problem(shards, scivocab, 64, hoc[1:61], False)
+
+
+def test_pretrain_with_a_new_corpus_into_an_old_folder_rebuilds_out_loud(hoc, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["pretrain", "--preset", "tiny", "--out", out, "--vocab-size", "600", "--train-steps", "1",
+              "--processes", "1", "--batch-size", "2"]
+    assert run(capsys, *common, "--corpus", *hoc[:20])[0] == 0
+    old_vocab = (out / "vocab.txt").read_text()
+    # the checkpoints were trained with that vocabulary: it is not replaced under them
+    line = assert_one_line_error(run(capsys, *common, "--corpus", *hoc[20:40], "--resume"), out / "vocab.txt")
+    assert "trained on other corpus files" in line and (out / "vocab.txt").read_text() == old_vocab
+    # a fresh folder with the old shards' folder name: the vocabulary and the shards are rebuilt, said out loud
+    shutil.rmtree(out / "checkpoints")
+    code, stdout, _, _ = run(capsys, *common, "--corpus", *hoc[20:40])
+    assert code == 0 and "vocab.txt: trained on other corpus files" in stdout and "training it again" in stdout
+    assert "building the shards again" in stdout and (out / "vocab.txt").read_text() != old_vocab
+    index = json.loads((out / "shards" / "index.json").read_text())
+    assert [s["path"] for s in index["sources"]] == [str(p.resolve()) for p in hoc[20:40]]
+
+
+def test_a_leftover_vocab_of_a_stopped_run_is_not_reused(hoc, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")  # what a failed run once left
+    line = assert_one_line_error(run(capsys, "pretrain", "--preset", "tiny", "--out", out, "--shards",
+                                     tmp_path / "none"), out / "vocab.txt")
+    assert "no record" in line
+    code, stdout, _, _ = run(capsys, "pretrain", "--preset", "tiny", "--out", out, "--corpus", *hoc[:20],
+                             "--vocab-size", "600", "--train-steps", "1", "--processes", "1", "--batch-size", "2")
+    assert code == 0 and "training it again" in stdout
+    assert len((out / "vocab.txt").read_text().splitlines()) > 100
+
+
+OUT_CASES = [  # (command, what --out is): an --out that cannot be what the command writes
+    ("prepare", "file"), ("pretrain", "file"), ("export", "file"), ("vocab", "folder")]
+
+
+@pytest.mark.parametrize("command, kind", OUT_CASES, ids=[f"{c} --out a {k}" for c, k in OUT_CASES])
+def test_an_out_path_of_the_wrong_kind(command, kind, good_text, scivocab, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir() if kind == "folder" else out.write_text("keep me\n")
+    args = {"prepare": ["prepare", "--corpus", good_text, "--vocab", scivocab, "--out", out],
+            "pretrain": ["pretrain", "--preset", "tiny", "--corpus", good_text, "--out", out],
+            "export": ["export", "--checkpoint", good_text, "--out", out],
+            "vocab": ["vocab", "--corpus", good_text, "--out", out]}[command]
+    assert_one_line_error(run(capsys, *args), out)
+    assert (out.read_text() == "keep me\n") if kind == "file" else not list(out.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------------- checkpoints
+@pytest.fixture(scope="module")
+def trained(shards, scivocab, tmp_path_factory):
+    """A finished tiny run with checkpoints at steps 2 and 4."""
+    out = tmp_path_factory.mktemp("trained")
+    assert train.main([str(a) for a in run_args(out, scivocab, shards, "--train-steps", "4", "--save-every", "2",
+                                                "--log-every", "1", "--batch-size", "4")]) == 0
+    return out
+
+
+def not_a_checkpoint(tmp_path, trained, case):
+    path = tmp_path / "step_0000004.pt"
+    good = trained / "checkpoints" / "step_0000004.pt"
+    if case == "text file":
+        path.write_text("hello\n")
+    elif case == "zero-filled":
+        path.write_bytes(bytes(good.stat().st_size))
+    elif case == "truncated":
+        path.write_bytes(good.read_bytes()[:good.stat().st_size // 2])
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "folder":
+        path.mkdir()
+    elif case == "a dict without weights":
+        torch.save({"step": 3}, path)
+    elif case == "a bare tensor":
+        torch.save(torch.zeros(3), path)
+    elif case == "a HuggingFace state dict":
+        torch.save(torch.load(good, weights_only=False)["model"], path)
+    elif case == "a config of another version":
+        state = torch.load(good, weights_only=False)
+        state["model_config"]["no_such_field"] = 1
+        torch.save(state, path)
+    return path
+
+
+CHECKPOINT_CASES = ["missing", "text file", "zero-filled", "truncated", "empty", "folder", "a dict without weights",
+                    "a bare tensor", "a HuggingFace state dict", "a config of another version"]
+
+
+@pytest.mark.parametrize("case", CHECKPOINT_CASES)
+def test_export_of_anything_but_our_checkpoint(case, trained, tmp_path, capsys):
+    path = not_a_checkpoint(tmp_path, trained, case)
+    assert_one_line_error(run(capsys, "export", "--checkpoint", path, "--out", tmp_path / "hf"), path)
+    assert not (tmp_path / "hf").exists()
+
+
+def test_export_with_a_vocabulary_of_another_size(trained, bert_vocab, tmp_path, capsys):
+    line = assert_one_line_error(run(capsys, "export", "--checkpoint", trained / "checkpoints" / "step_0000004.pt",
+                                     "--out", tmp_path / "hf", "--vocab", bert_vocab), bert_vocab)
+    assert "30522 tokens" in line and "31090 rows" in line
+    assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.parametrize("case", ["zero-filled", "truncated"])
+def test_resume_falls_back_from_a_damaged_newest_checkpoint(case, trained, shards, scivocab, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    damaged = not_a_checkpoint(out / "checkpoints", trained, case)  # replaces step 4
+    (out / "checkpoints" / "step_0000006.pt.tmp").write_bytes(b"half a checkpoint")  # a killed save's leftover
+    code, stdout, _, err = run(capsys, *run_args(out, scivocab, shards, "--train-steps", "5", "--save-every", "2",
+                                                 "--log-every", "1", "--batch-size", "4", "--resume"))
+    assert code == 0, err[-2000:]
+    assert f"skipping {damaged}" in stdout and "resumed from" in stdout and "step_0000002.pt at step 2" in stdout
+    assert "step_0000006.pt.tmp" in stdout and not (out / "checkpoints" / "step_0000006.pt.tmp").exists()
+    assert (out / "checkpoints" / "step_0000004.pt.damaged").exists()  # kept to look at, never taken for the newest
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+def test_resume_without_a_checkpoint_says_it_starts_from_scratch(shards, scivocab, tmp_path, capsys):
+    code, stdout, _, _ = run(capsys, *run_args(tmp_path, scivocab, shards, "--train-steps", "1", "--batch-size", "4",
+                                               "--resume"))
+    assert code == 0 and "no checkpoint" in stdout and "starting from scratch" in stdout
+
+
+@pytest.mark.parametrize("flags, named", [(["--preset", "small", "--max-length", "64"], "hidden_size 64 -> 256"),
+                                          (["--objective", "mlm"], "objective electra -> mlm"),
+                                          (["--generator-size", "1"], "generator_hidden_size 32 -> 64")])
+def test_resume_with_another_model_is_one_line_naming_the_difference(flags, named, trained, shards, scivocab,
+                                                                     tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    args = run_args(out, scivocab, shards, "--train-steps", "6", "--batch-size", "4", "--resume")
+    args[args.index("--preset"):args.index("--preset") + 2] = []
+    args += flags if "--preset" in flags else ["--preset", "tiny", *flags]
+    line = assert_one_line_error(run(capsys, *args), "step_0000004.pt")
+    assert named in line
+
+
+def test_a_run_folder_with_checkpoints_needs_resume(trained, shards, scivocab, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    line = assert_one_line_error(run(capsys, *run_args(out, scivocab, shards, "--train-steps", "2")), "checkpoints")
+    assert "--resume" in line
+
+
+def test_a_metrics_log_cut_short_by_a_kill_is_read(trained, shards, scivocab, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    log = out / "metrics.jsonl"
+    log.write_text(log.read_text()[:-10])  # the kill came in the middle of the last line
+    (out / "checkpoints" / "step_0000004.pt").unlink()
+    code, _, _, err = run(capsys, *run_args(out, scivocab, shards, "--train-steps", "4", "--save-every", "2",
+                                            "--log-every", "1", "--batch-size", "4", "--resume"))
+    assert code == 0, err[-2000:]
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+# --------------------------------------------------------------------------------------- processes, signals, kills
+def children(pid):
+    """Live processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+PREPARE = """
+import sys, data
+files = sorted(__import__("pathlib").Path(sys.argv[1]).glob("*.txt"))
+data.build_shards(files, sys.argv[2], sys.argv[3], max_length=64, processes=2, unit_bytes=200_000)
+"""
+
+
+def writing_a_shard(pid):
+    try:
+        return any(".bin.partial" in os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killing_prepare_kills_its_workers(data_dir, scivocab, tmp_path):
+    """Both workers are caught writing a shard and frozen (SIGSTOP), then the parent is SIGKILLed: a worker that does
+    not die with its parent would stay frozen for ever; ours get the kernel's SIGKILL (PR_SET_PDEATHSIG)."""
+    parent = subprocess.Popen([sys.executable, "-c", PREPARE, str(data_dir / "pretrain" / "hoc" / "text"),
+                               str(scivocab), str(tmp_path / "shards")], cwd=REPO, stderr=subprocess.DEVNULL)
+    deadline, working = time.time() + 300, set()
+    try:
+        while time.time() < deadline and parent.poll() is None and len(working) < 2:
+            workers = [pid for pid in children(parent.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            working |= {pid for pid in workers if writing_a_shard(pid)}
+            time.sleep(0.005)
+        assert len(working) == 2 and parent.poll() is None, "the two workers were not seen at work"
+        for pid in working:
+            os.kill(pid, signal.SIGSTOP)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 30
+        while time.time() < deadline and any(alive(pid) for pid in working):
+            time.sleep(0.1)
+        survivors = [pid for pid in working if alive(pid)]
+    finally:
+        for pid in children(parent.pid) + [pid for pid in working if alive(pid)]:
+            os.kill(pid, signal.SIGKILL)
+    assert not survivors
+    assert not (tmp_path / "shards" / "index.json").exists()
+
+
+HOOK = """
+import os, signal, sys, torch, train
+when, what = int(os.environ["HOOK_STEP"]), os.environ["HOOK"]
+schedule, sent = train.learning_rate_at, []
+def learning_rate_at(step, config):  # the hook fires as step `when` + 1 begins
+    if step == when and not sent and what in ("SIGINT", "SIGTERM", "SIGINT twice"):
+        sent.append(1)
+        os.kill(os.getpid(), signal.SIGTERM if what == "SIGTERM" else signal.SIGINT)
+        if what == "SIGINT twice":
+            os.kill(os.getpid(), signal.SIGINT)
+    return schedule(step, config)
+train.learning_rate_at = learning_rate_at
+save = torch.save
+def save_then_die(obj, f, *args, **kwargs):  # SIGKILL in the middle of writing checkpoint `when`
+    save(obj, f, *args, **kwargs)
+    if what == "SIGKILL in save" and str(getattr(f, "name", "")).endswith(f"step_{when:07d}.pt.tmp"):
+        f.flush()
+        f.truncate(f.tell() // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+torch.save = save_then_die
+sys.exit(train.main(sys.argv[1:]))
+"""
+STEPS = ["--train-steps", "8", "--log-every", "3", "--save-every", "4", "--batch-size", "4"]  # 4 is no multiple of 3
+
+
+def hooked(out, scivocab, shards, hook, step):
+    return subprocess.run([sys.executable, "-c", HOOK, *map(str, run_args(out, scivocab, shards, *STEPS))], cwd=REPO,
+                          capture_output=True, text=True, env={**os.environ, "HOOK": hook, "HOOK_STEP": str(step)},
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def whole(shards, scivocab, tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    assert train.main([str(a) for a in run_args(out, scivocab, shards, *STEPS)]) == 0
+    return out
+
+
+def assert_same_run(whole, resumed):
+    def log(out):
+        return [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}
+                for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    assert [r["step"] for r in log(resumed)] == [3, 6, 8]
+    assert log(whole) == log(resumed)  # bit for bit, the window across the checkpoint included
+    a = torch.load(whole / "checkpoints" / "step_0000008.pt", weights_only=False)["model"]
+    b = torch.load(resumed / "checkpoints" / "step_0000008.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("hook, step, code", [("SIGINT", 4, 130), ("SIGTERM", 1, 143)])
+def test_a_signal_stops_after_the_step_with_a_checkpoint_and_resume_equals_a_whole_run(
+        hook, step, code, whole, shards, scivocab, tmp_path, capsys):
+    out = tmp_path / "run"
+    child = hooked(out, scivocab, shards, hook, step)
+    assert child.returncode == code, child.stderr[-3000:]
+    assert "Traceback" not in child.stderr
+    assert f"stopped at step {step + 1}; `--resume` continues" in child.stderr.splitlines()[-1]
+    assert (out / "checkpoints" / f"step_{step + 1:07d}.pt").exists()
+    assert not (out / "electramed-hf").exists()
+    assert train.main([str(a) for a in run_args(out, scivocab, shards, *STEPS, "--resume")]) == 0
+    assert_same_run(whole, out)
+
+
+def test_a_second_ctrl_c_stops_at_once(shards, scivocab, tmp_path):
+    child = hooked(tmp_path, scivocab, shards, "SIGINT twice", 2)
+    assert child.returncode == -signal.SIGINT, child.stderr[-3000:]
+    assert not list((tmp_path / "checkpoints").glob("step_*.pt"))  # nothing saved: it stopped at once
+
+
+def test_sigkill_in_the_middle_of_a_checkpoint_write_resumes_to_the_same_run(whole, shards, scivocab, tmp_path,
+                                                                             capsys):
+    out = tmp_path / "run"
+    child = hooked(out, scivocab, shards, "SIGKILL in save", 8)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000004.pt", "step_0000008.pt.tmp"]
+    code, stdout, _, err = run(capsys, *run_args(out, scivocab, shards, *STEPS, "--resume"))
+    assert code == 0, err[-2000:]
+    assert "removed" in stdout and "step_0000008.pt.tmp" in stdout and "at step 4" in stdout
+    assert_same_run(whole, out)

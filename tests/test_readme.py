@@ -1,0 +1,111 @@
+"""The first ten minutes of a new user: the README's quick start and Python blocks, run as written in a fresh copy of
+the repository with no data beside it, and `--help` that shows every default."""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import train
+
+REPO = Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+def readme_blocks(language):
+    return [code for lang, code in BLOCK.findall((REPO / "README.md").read_text(encoding="utf-8")) if lang == language]
+
+
+def quick_start_lines():
+    """The README's first ```bash block, line by line (the quick start: set-up, main job, tests)."""
+    return [line for line in readme_blocks("bash")[0].splitlines() if line.strip() and not line.startswith("#")]
+
+
+def fresh_copy(destination):
+    """What a clone of this working tree holds once committed: the files git tracks or would track (.gitignore
+    respected, so an ignored sample or a file someone forgot to add is missing here as it would be for a user)."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: cannot tell which files a clone would have")
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():  # a tracked file deleted in the working tree stays deleted
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+@pytest.fixture(scope="module")
+def quick_start(tmp_path_factory):
+    """A fresh copy with no ../shared beside it, after the README's quick-start lines ran exactly as written: the
+    set-up line is replaced by a check that what it installs is importable, the `pytest` line is left out (this is
+    it)."""
+    clone = fresh_copy(tmp_path_factory.mktemp("fresh") / "electramed")
+    assert not (clone.parent / "shared").exists()
+    env = {k: v for k, v in os.environ.items() if k not in ("PJRT_DEVICE", "XLA_FLAGS", "CPU_NUM_DEVICES")}
+    env.update(ELECTRAMED_DATA=str(clone.parent / "no-data-here"), PYTHONPATH="",
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    results = []
+    for line in quick_start_lines():
+        command = line.split("#")[0].strip()
+        if command.startswith(("pytest", "python -m pytest")):
+            continue
+        if "pip install" in command:
+            command = 'python -c "import numpy, torch, regex, tqdm, torch_xla, pytest, transformers"'
+        start = time.perf_counter()
+        done = subprocess.run(["bash", "-c", line if "pip install" not in line else command], cwd=clone, env=env,
+                              capture_output=True, text=True, timeout=1200)
+        results.append((line, done, time.perf_counter() - start))
+        print(f"{time.perf_counter() - start:.0f} s: {line}")  # the timing, shown with -s; never asserted
+    return clone, env, results
+
+
+def test_the_quick_start_runs_as_written_in_a_fresh_clone_without_data(quick_start):
+    clone, _, results = quick_start
+    assert [line for line, _, _ in results if "pretrain" in line], "the quick start has no pretrain line"
+    for line, done, _ in results:
+        assert done.returncode == 0, f"{line}\n{done.stderr[-3000:]}"
+    line, done, _ = next(r for r in results if "pretrain" in r[0])
+    printed = done.stdout.strip().splitlines()
+    # what it says along the way: the sample, the XLA CPU fallback in our words (torch_xla's bare warning silenced)
+    assert any(p.startswith("no --corpus: using the bundled sample of 500 PubMed abstracts") for p in printed)
+    if "--device xla" in line and "PJRT_DEVICE" not in line:
+        assert sum(p.startswith("--device xla: PJRT_DEVICE is not set") for p in printed) == 1
+        assert "Defaulting to PJRT_DEVICE" not in done.stderr
+    # it ends with the run in one line, then where the HuggingFace-format model is
+    assert re.match(r"step \d+ \(mean of the last \d+ steps\): loss \d+\.\d+; generator loss", printed[-2]), printed
+    model_dir = clone / printed[-1].rsplit(" in ", 1)[1]
+    assert printed[-1].startswith("done: ") and (model_dir / "discriminator" / "config.json").is_file()
+
+
+def test_the_readme_python_blocks_run_as_written(quick_start):
+    clone, env, results = quick_start
+    assert all(done.returncode == 0 for _, done, _ in results), "the quick start failed: see the test above"
+    blocks = readme_blocks("python")
+    assert blocks
+    for block in blocks:
+        done = subprocess.run([sys.executable, "-"], input=block, cwd=clone, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, f"README python block failed:\n{block}\n{done.stderr[-3000:]}"
+
+
+def test_help_shows_every_default_and_each_subcommand_says_what_it_does():
+    parser = train.build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, subparser in subparsers.choices.items():
+        assert subparser.description, f"{name} --help has no description"
+        formatter = subparser._get_formatter()
+        for action in subparser._actions:
+            if action.option_strings and action.dest != "help":
+                text = formatter._get_help_string(action)
+                assert "default" in text.lower() or text.endswith("(required)"), f"{name} {action.option_strings}"
+    pretrain_help = subparsers.choices["pretrain"].format_help()
+    assert "(default: the preset's value)" in " ".join(pretrain_help.split())  # --learning-rate, --batch-size ...
+    prepare_help = " ".join(subparsers.choices["prepare"].format_help().split())
+    assert "token-per-line) (required)" in prepare_help  # --corpus is required for prepare, not for pretrain

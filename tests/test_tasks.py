@@ -1,0 +1,357 @@
+"""Tests for tasks.py (fine-tuning) on tiny models: seconds on a CPU.
+
+References: transformers' ElectraFor{TokenClassification,SequenceClassification,QuestionAnswering} (the saved model
+must load there with our logits, and theirs in ours); the learning rate of every parameter is re-derived from the
+optimizer's first step (Adam without bias correction); windowing is checked on random long sentences.
+"""
+import json
+import math
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import electramed as em
+import benchmarks
+import tasks
+from tokenizer import InputError
+
+transformers = pytest.importorskip("transformers")
+REPO = Path(__file__).resolve().parent.parent
+VOCAB = 120
+HF_CLASSES = {"ner": "ElectraForTokenClassification", "re": "ElectraForSequenceClassification",
+              "qa": "ElectraForQuestionAnswering"}
+LABELS = {"ner": ["O", "B-Disease", "I-Disease"], "re": ["CPR:3", "CPR:4", "false"], "qa": []}
+
+
+def tiny(**overrides):
+    return em.preset("tiny", vocab_size=VOCAB, cls_id=5, sep_id=6, mask_id=7, **overrides)
+
+
+def write_vocab(path):
+    tokens = [f"tok{i}" for i in range(VOCAB)]
+    tokens[0], tokens[1], tokens[5], tokens[6], tokens[7] = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+    path.write_text("\n".join(tokens) + "\n")
+    return path
+
+
+def perturb(module, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+
+
+def batch(seed=0, lengths=(12, 9, 4)):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = torch.randint(8, VOCAB, (length,), generator=generator)
+        ids[row, 0], ids[row, length - 1] = 5, 6
+    return ids, (ids != 0).long()
+
+
+# ------------------------------------------------------------------------------------- transformers, both directions
+@pytest.mark.parametrize("task", ["ner", "re", "qa"])
+def test_transformers_loads_ours_with_our_logits(tmp_path, task):
+    torch.manual_seed(0)
+    config = tiny(embedding_size=48)  # with embeddings_project
+    model = tasks.build_model(task, em.Encoder(config), config, LABELS[task]).eval()
+    perturb(model)
+    tasks.save_finetuned(model, tmp_path / "model", LABELS[task], write_vocab(tmp_path / "vocab.txt"))
+    assert (tmp_path / "model" / "vocab.txt").is_file() and not (tmp_path / "model.tmp").exists()
+    theirs, info = getattr(transformers, HF_CLASSES[task]).from_pretrained(
+        tmp_path / "model", output_loading_info=True, attn_implementation="eager")
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    if task != "qa":
+        assert theirs.config.id2label == dict(enumerate(LABELS[task])) and theirs.num_labels == len(LABELS[task])
+    ids, mask = batch()
+    with torch.no_grad():
+        ours, out = model(ids, mask), theirs.eval()(ids, attention_mask=mask)
+    reference = torch.stack([out.start_logits, out.end_logits], -1) if task == "qa" else out.logits
+    if task != "re":  # padded positions are meaningless; compare the real ones
+        ours, reference = ours[mask.bool()], reference[mask.bool()]
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("task", ["ner", "re", "qa"])
+def test_ours_loads_a_transformers_model_with_its_logits(tmp_path, task):
+    torch.manual_seed(1)
+    labels = LABELS[task] or ["LABEL_0", "LABEL_1"]
+    hf_config = transformers.ElectraConfig(vocab_size=VOCAB, embedding_size=64, hidden_size=64, num_hidden_layers=2,
+                                           num_attention_heads=2, intermediate_size=256,
+                                           id2label=dict(enumerate(labels)), attn_implementation="eager")
+    theirs = getattr(transformers, HF_CLASSES[task])(hf_config).eval()
+    perturb(theirs, seed=1)
+    theirs.save_pretrained(tmp_path)
+    model, loaded_labels, loaded_task = tasks.load_finetuned(tmp_path)
+    assert loaded_task == task and loaded_labels == LABELS[task]
+    ids, mask = batch(seed=1)
+    with torch.no_grad():
+        ours, out = model.eval()(ids, mask), theirs(ids, attention_mask=mask)
+    reference = torch.stack([out.start_logits, out.end_logits], -1) if task == "qa" else out.logits
+    if task != "re":
+        ours, reference = ours[mask.bool()], reference[mask.bool()]
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+
+
+def test_not_a_model_directory_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="not a model directory"):
+        tasks.load_init(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    write_vocab(tmp_path / "vocab.txt")
+    with pytest.raises(InputError, match="not an ELECTRA config"):
+        tasks.load_init(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- layer-wise decay
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_learning_rate_of_every_parameter(weight_decay):
+    """One optimizer step with all gradients 1: Adam without bias correction moves each weight by
+    lr * scale * (0.1 / (sqrt(0.001) + eps) + weight_decay * w). The scale, by name, as the official code:
+    embeddings 0.8^4, layer 0 0.8^3, the top layer (1) 0.8^2 -- not 0.8 (google-research/electra #51) -- head 1."""
+    torch.manual_seed(2)
+    config = tiny(embedding_size=48)
+    model = tasks.build_model("re", em.Encoder(config), config, LABELS["re"])
+    groups = tasks.finetune_parameter_groups(model, 0.8, weight_decay)
+    named = dict(model.named_parameters())
+    assert sorted(n for g in groups for n in g["names"]) == sorted(named)  # every parameter exactly once
+    expected_scale = {"encoder.embeddings.": 0.8 ** 4, "encoder.embeddings_project.": 0.8 ** 4,
+                      "encoder.layers.0.": 0.8 ** 3, "encoder.layers.1.": 0.8 ** 2, "dense.": 1.0, "out_proj.": 1.0}
+    before = {name: p.detach().clone() for name, p in named.items()}
+    optimizer = tasks.AdamWeightDecay(groups, eps=1e-6)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    lr = 1e-3
+    optimizer.step(torch.tensor(lr))
+    for name, p in named.items():
+        scale = next(s for prefix, s in expected_scale.items() if name.startswith(prefix))
+        decays = not (name.endswith(".bias") or "norm" in name)  # ELECTRA: not LayerNorm, not biases
+        update = 0.1 / (math.sqrt(0.001) + 1e-6) + (weight_decay * before[name] if decays else 0.0)
+        torch.testing.assert_close(before[name] - p.detach(), lr * scale * update * torch.ones_like(p),
+                                   atol=3e-7, rtol=1e-4, msg=name)  # float32 rounding of w
+
+
+# ---------------------------------------------------------------------------------------------------- NER windows
+class PieceTokenizer:
+    """A stand-in tokenizer: word "wN" has N pieces, ids 8.. ."""
+    cls_id, sep_id, unk_id = 5, 6, 1
+
+    def tokenize_ids(self, word):
+        return list(range(8, 8 + int(word[1:])))
+
+
+def test_windows_predict_every_word_exactly_once():
+    rng = random.Random(0)
+    for trial in range(300):
+        max_length = rng.randint(3, 12)
+        words = [f"w{rng.randint(1, max_length + 2)}" for _ in range(rng.randint(1, 60))]  # some longer than a window
+        tags = [rng.choice(["O", "B-X", "I-X"]) for _ in words]
+        features = tasks.ner_features([(words, tags), (["w1"], ["O"])], PieceTokenizer(), ["O", "B-X", "I-X"],
+                                      max_length)
+        predicted = sorted(word for f in features if f["example_index"] == 0 for _, word in f["words"])
+        assert predicted == list(range(len(words)))
+        for f in features:
+            assert len(f["input_ids"]) <= max_length and len(f["labels"]) == len(f["input_ids"])
+            assert f["input_ids"][0] == 5 and f["input_ids"][-1] == 6
+            for position, word in f["words"]:  # the label sits on the word's first piece
+                assert f["labels"][position] == ["O", "B-X", "I-X"].index(tags[word]) if f["example_index"] == 0 \
+                    else True
+            assert sum(label != -100 for label in f["labels"]) == len(f["words"])
+        # decoding: a logit that points at the gold tag at each labelled position gives the gold tags back, 1:1
+        logits = [torch.nn.functional.one_hot(torch.tensor([max(t, 0) for t in f["labels"]]), 3).float()
+                  for f in features]
+        decoded = tasks.decode_tags([(words, tags), (["w1"], ["O"])], features, logits, ["O", "B-X", "I-X"])
+        assert decoded == [tags, ["O"]]
+
+
+def test_a_word_is_predicted_from_the_window_where_it_has_most_context():
+    lengths = [1] * 10
+    windows = tasks.word_windows(lengths, 6)
+    assert windows == [(0, 6), (3, 9), (6, 10)]  # stride 3 pieces, overlap half
+    owner = tasks.best_windows(lengths, windows, 6)
+    assert owner == [0, 0, 0, 0, 0, 1, 1, 1, 2, 2]  # min(left, right) context: word 4 ties (1 vs 1), earlier wins
+
+
+def test_padding_to_the_longest_equals_padding_to_max_length():
+    """cpu/cuda batches pad to their longest sequence, xla to max_length: the real positions get the same logits."""
+    torch.manual_seed(3)
+    config = tiny()
+    model = tasks.build_model("ner", em.Encoder(config), config, LABELS["ner"]).eval()
+    features = [{"input_ids": [5] + [9 + i] * n + [6], "labels": [-100] * (n + 2)} for i, n in enumerate((3, 9, 1))]
+    short = tasks.predict_logits(model, features, 2, torch.device("cpu"))
+    padded = tasks.predict_logits(model, features, 2, torch.device("cpu"), pad_to=32)
+    assert [len(s) for s in short] == [5, 11, 3]
+    for a, b in zip(short, padded):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    batch = tasks.collate(features, pad_to=32)
+    assert batch["input_ids"].shape == (3, 32) and batch["attention_mask"].sum().item() == 5 + 11 + 3
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+
+
+def test_re_features_are_cls_text_sep_cut_to_max_length(scivocab):
+    from tokenizer import WordPieceTokenizer
+    tokenizer = WordPieceTokenizer(scivocab)
+    text = "Binding of @CHEMICAL$ to @GENE$ " * 20
+    features = tasks.re_features([("1", text, "CPR:4"), ("2", "short @GENE$ text", "false")], tokenizer,
+                                 ["CPR:4", "false"], 16)
+    assert features[0]["input_ids"] == [tokenizer.cls_id] + tokenizer.tokenize_ids(text)[:14] + [tokenizer.sep_id]
+    assert features[1]["input_ids"] == tokenizer.encode("short @GENE$ text").ids and features[1]["labels"] == 1
+
+
+# ---------------------------------------------------------------------------------------------------- real data
+def ncbi_sentences(data_dir, count=20):
+    return [s for s in benchmarks.read_ner(data_dir / "ner" / "NCBI-disease" / "train.txt")
+            if any(tag != "O" for tag in s[1])][:count]
+
+
+def write_ner(path, sentences):
+    path.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in zip(*s)) for s in sentences) + "\n")
+
+
+@pytest.fixture
+def tiny_init(tmp_path, scivocab):
+    torch.manual_seed(0)
+    tokenizer_ids = em._special_ids(scivocab.parent)
+    model = em.ElectraForPretraining(em.preset("tiny", vocab_size=31090, **tokenizer_ids))
+    em.save_pretrained(model, tmp_path / "init", vocab_path=scivocab)
+    return tmp_path / "init"
+
+
+def test_tiny_model_overfits_20_ncbi_sentences(tmp_path, data_dir, tiny_init):
+    sentences = ncbi_sentences(data_dir)
+    splits = {"train": sentences, "dev": sentences, "test": sentences}
+    # memorising, not generalising: a high learning rate, no dropout, 40 steps
+    config = tasks.FinetuneConfig(learning_rate=2e-3, epochs=20, batch_size=10, warmup_proportion=0.05, dropout=0.0,
+                                  seed=1)
+    result = tasks.finetune("ner", data_dir / "ner" / "NCBI-disease", tiny_init, tmp_path / "out", config,
+                            splits=splits)
+    assert result["test"]["f1"] > 0.9, result["test"]
+    lines = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 20
+    assert max(json.loads(line)["dev_f1"] for line in lines) == pytest.approx(result["dev"]["f1"], abs=1e-6)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_path, data_dir, tiny_init, monkeypatch):
+    """SIGINT in the middle of epoch 2: the step ends, OUT/checkpoint.pt is written, exit 130; --resume then gives
+    the uninterrupted run's log, best model and scores exactly (batch order and dropout depend on seed and step)."""
+    import os
+    import signal
+
+    sentences = ncbi_sentences(data_dir, 24)
+    splits = {"train": sentences[:16], "dev": sentences[16:], "test": sentences[16:]}
+    config = tasks.FinetuneConfig(learning_rate=1e-3, epochs=3, batch_size=4, seed=3)  # 4 steps an epoch
+    reference = tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "whole", config, splits=splits)
+    real_step, calls = tasks.train_step, []
+
+    def interrupted_step(*args):
+        calls.append(1)
+        if len(calls) == 6:  # the second step of epoch 2
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*args)
+
+    monkeypatch.setattr(tasks, "train_step", interrupted_step)
+    with pytest.raises(SystemExit) as stopped:
+        tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, splits=splits)
+    assert stopped.value.code == 130 and len(calls) == 6
+    assert (tmp_path / "cut" / "checkpoint.pt").is_file() and not (tmp_path / "cut" / "result.json").exists()
+    monkeypatch.setattr(tasks, "train_step", real_step)
+    resumed = tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, splits=splits, resume=True)
+    assert resumed["test"] == reference["test"] and resumed["dev"] == reference["dev"]
+    assert ((tmp_path / "cut" / "metrics.jsonl").read_text() == (tmp_path / "whole" / "metrics.jsonl").read_text())
+    ours, theirs = (torch.load(tmp_path / run / "best" / "pytorch_model.bin") for run in ("cut", "whole"))
+    assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
+    assert not (tmp_path / "cut" / "checkpoint.pt").exists()
+    assert tasks.finetune("ner", "x", tiny_init, tmp_path / "cut", config, resume=True) == resumed  # finished
+
+
+# ---------------------------------------------------------------------------------------------------- the CLI
+def run_cli(*args, stdin=None):
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, input=stdin)
+
+
+def small_re_folder(data_dir, folder):
+    """Train/dev/test from the first rows of ChemProt's BLUE dev file (the only BLUE ChemProt file here)."""
+    lines = (data_dir / "re" / "chemprot" / "dev.csv").read_text(encoding="utf-8-sig").splitlines()
+    folder.mkdir()
+    rows = [lines[0]] + [line for line in lines[1:] if not line.endswith("false")][:30] + \
+        [line for line in lines[1:] if line.endswith("false")][:10]
+    for name in ("train", "dev", "test"):
+        (folder / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("task", ["ner", "re"])
+def test_cli_finetune_evaluate_predict(tmp_path, data_dir, tiny_init, task):
+    if task == "ner":
+        folder = tmp_path / "NCBI-disease"
+        folder.mkdir()
+        sentences = ncbi_sentences(data_dir, 30)
+        for name in ("train", "dev", "test"):
+            write_ner(folder / f"{name}.txt", sentences)
+        test_file = folder / "test.txt"
+    else:
+        folder = small_re_folder(data_dir, tmp_path / "chemprot")
+        test_file = folder / "test.tsv"
+    out = tmp_path / "run"
+    result = run_cli("finetune", "--task", task, "--data", folder, "--init", tiny_init, "--out", out, "--epochs", 2,
+                     "--max-train-examples", 16, "--batch-size", 8, "--seeds", 2)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for seed in (0, 1):
+        run = out / f"seed_{seed}"
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+        saved = json.loads((run / "result.json").read_text())
+        assert {"precision", "recall", "f1", "table"} <= set(saved["test"]) and saved["labels"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [12345, 12346]
+    table = (out / "summary.md").read_text()
+    assert ("| NCBI-disease | P | 85.87 |" in table) if task == "ner" else ("| chemprot | P | 75.47 |" in table)
+    model = getattr(transformers, HF_CLASSES[task]).from_pretrained(out / "seed_0" / "best")
+    assert list(model.config.id2label.values()) == saved["labels"]
+
+    result = run_cli("evaluate", "--model", out / "seed_0" / "best", "--data", test_file)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "precision" in result.stdout and ("Disease" in result.stdout or "CPR:" in result.stdout)
+    text = "Occasional missense mutations in ATM were also found in tumour DNA .\n\nSecond line ."
+    result = run_cli("predict", "--model", out / "seed_0" / "best", stdin=text)
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = result.stdout.rstrip("\n").split("\n")
+    assert len(printed) == 3
+    assert printed[1] == ""  # a blank line stays blank
+    if task == "re":  # label TAB line
+        assert [line.split("\t", 1) for line in printed[::2]] == \
+            [[line.split("\t")[0], original] for line, original in zip(printed[::2], text.split("\n")[::2])]
+        assert all(line.split("\t")[0] in saved["labels"] for line in printed[::2])
+    else:  # the line itself, entities wrapped as [[entity]]/Disease
+        assert [re.sub(r"\[\[(.*?)\]\]/Disease", r"\1", line) for line in printed] == text.split("\n")
+
+
+def test_cli_bad_inputs_are_one_line_and_exit_2(tmp_path, data_dir, tiny_init):
+    folder = tmp_path / "ner"
+    folder.mkdir()
+    sentences = ncbi_sentences(data_dir, 5)
+    for name in ("train", "dev", "test"):
+        write_ner(folder / f"{name}.txt", sentences)
+    out = tmp_path / "out"
+    cases = [("finetune", "--task", "ner", "--data", folder, "--init", tmp_path, "--out", out),  # not a model
+             ("finetune", "--task", "ner", "--data", tmp_path / "missing", "--init", tiny_init, "--out", out)]
+    (folder / "empty.txt").write_text("")
+    other = tmp_path / "other.txt"
+    write_ner(other, [(["Aspirin"], ["B-Chemical"])])
+    model_dir = tmp_path / "model"
+    config = em.read_hf_config(tiny_init / "discriminator")[0]
+    tasks.save_finetuned(tasks.build_model("ner", em.Encoder(config), config, ["O", "B-Disease", "I-Disease"]),
+                         model_dir, ["O", "B-Disease", "I-Disease"], tiny_init / "discriminator" / "vocab.txt")
+    cases += [("evaluate", "--model", model_dir, "--data", other),  # a label the model doesn't have
+              ("evaluate", "--model", model_dir, "--data", folder / "empty.txt"),
+              ("evaluate", "--model", tiny_init, "--data", folder / "test.txt")]  # pre-trained, not fine-tuned
+    for case in cases:
+        result = run_cli(*case)
+        assert result.returncode == 2, (case, result.stderr[-1500:])
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert not out.exists()  # nothing written before the inputs validate
