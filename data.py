@@ -299,8 +299,9 @@ class ShardSpec:
     preprocess: bool
 
 
-def file_sha1(path):
-    digest = hashlib.sha1()
+def file_digest(path, algorithm="sha1"):
+    """The hex digest of a file, read in blocks (shards are GBs; PubMed's baseline files are checked by md5)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(16 << 20):
             digest.update(block)
@@ -321,7 +322,7 @@ def shard_problem(path, expected_bytes, expected_sha1):
         return f"{stat.st_size:,} bytes where the index says {expected_bytes:,} (cut short or replaced)"
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _verified:
-        _verified[key] = file_sha1(path)
+        _verified[key] = file_digest(path)
     if _verified[key] != expected_sha1:
         return "its SHA-1 differs from the index's (the file was changed or damaged)"
     return None
@@ -433,7 +434,7 @@ def build_shards(corpus, vocab_path, out_dir, max_length=128, seed=12345, prepro
     files = corpus_files(corpus)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "index.json").unlink(missing_ok=True)  # until the build is complete again, it is not complete
-    vocab_sha1 = file_sha1(vocab_path)
+    vocab_sha1 = file_digest(vocab_path)
     specs = []
     for index, unit in enumerate(work_units(files, unit_bytes)):
         sources = [(path, start, end, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path, start, end in unit]
@@ -507,7 +508,7 @@ def shards_problem(out_dir, vocab_path, max_length, corpus=None, preprocess=None
         index = read_index(out_dir)
     except InputError as error:
         return str(error).split(": ", 1)[1]
-    if index["vocab_sha1"] != file_sha1(vocab_path):
+    if index["vocab_sha1"] != file_digest(vocab_path):
         return f"built with another vocabulary than {vocab_path}"
     if index["max_length"] != max_length:
         return f"built for --max-length {index['max_length']}, not {max_length}"

@@ -22,7 +22,6 @@ Each input file is converted by one process into its own part file; the parts ar
 `--out`, written under a temporary name and renamed at the end, so a stopped run leaves no half-written corpus.
 """
 import gzip
-import hashlib
 import multiprocessing
 import os
 import shutil
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data import split_sentences
+from data import file_digest, split_sentences
 from tokenizer import InputError, pubmed_preprocess
 
 PROGRESS_EVERY = 1000  # citations between progress reports from a worker process
@@ -99,14 +98,6 @@ def read_md5(text, name, where):
     raise InputError(f"{where}: no 'MD5({name})= <hex>' line")
 
 
-def file_md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download(url, directory):
     """Fetch `url` into `directory` (resuming a partial download) and check it against `url + '.md5'`."""
     name = Path(urllib.parse.urlparse(url).path).name
@@ -128,7 +119,7 @@ def download(url, directory):
                                      f"from {partial}") from None
                 time.sleep(2 ** attempt)
         os.replace(partial, target)
-    actual = file_md5(target)
+    actual = file_digest(target, "md5")
     if actual != expected:
         target.unlink()  # a corrupt file cannot be resumed: the next run downloads it again
         raise InputError(f"{target}: MD5 {actual} does not match {url}.md5 ({expected}); deleted, run again to "
@@ -165,7 +156,7 @@ def local_input(source, download_dir):
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     md5 = path.with_name(path.name + ".md5")
-    if md5.is_file() and file_md5(path) != read_md5(md5.read_text(errors="replace"), path.name, md5):
+    if md5.is_file() and file_digest(path, "md5") != read_md5(md5.read_text(errors="replace"), path.name, md5):
         raise InputError(f"{path}: MD5 does not match {md5}")
     return path
 

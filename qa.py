@@ -107,8 +107,8 @@ def bioasq_ranked(nbest_by_id, top=BIOASQ_TOP):
 
 def qa_featurize(examples, tokenizer, config, training=False):
     """benchmarks.qa_features as the loop's feature dicts; "window" keeps the QAFeature (offsets, max_context)."""
-    windows = benchmarks.qa_features(examples, tokenizer, config.max_length, config.doc_stride, config.max_query_length,
-                               training)
+    windows = benchmarks.qa_features(examples, tokenizer, config.max_length, config.doc_stride,
+                                     config.max_query_length, training)
     return [{"input_ids": w.input_ids, "token_type_ids": w.token_type_ids, "start_positions": w.start_position,
              "end_positions": w.end_position, "example_index": w.example_index, "window": w} for w in windows]
 
@@ -131,7 +131,7 @@ def check_golden(examples, golden):
             raise InputError(f"{batch}: none of its {len(answers)} factoid questions is in the test data "
                              f"(the golden file of another batch?)")
         benchmarks.report_ids(batch, "factoid questions without a snippet in the test data (scored as wrong)",
-                     sorted(set(answers) - asked))
+                              sorted(set(answers) - asked))
     scored = set().union(*golden.values())
     benchmarks.report_ids("bioasq", "test questions in no golden file (not scored)", sorted(asked - scored))
 

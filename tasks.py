@@ -678,4 +678,5 @@ def predict_answers(model_dir, question, passage, top=5, device_name="cpu"):
     config, device = DEFAULTS["squad"], setup_runtime(device_name).device
     features = qa.qa_featurize([example], WordPieceTokenizer(Path(model_dir) / "vocab.txt"), config)
     logits = predict_logits(model.to(device), features, config.batch_size, device)
-    return [(text, probability) for text, probability, _ in qa.qa_decode([example], features, logits)["question"][:top]]
+    nbest = qa.qa_decode([example], features, logits)["question"]
+    return [(text, probability) for text, probability, _ in nbest[:top]]

@@ -92,7 +92,7 @@ def build_vocab(corpus, out_path, vocab_size):
         raise InputError(f"{', '.join(map(str, corpus))}: no words to build a vocabulary from")
     write_vocab(tokens, out_path)  # atomic: a vocab.txt that exists is complete
     # the record that a finished run wrote it, and from what: a later run reuses OUT/vocab.txt only if it matches
-    data.write_json_atomic(vocab_record(out_path), {"sha1": data.file_sha1(out_path), "vocab_size": vocab_size,
+    data.write_json_atomic(vocab_record(out_path), {"sha1": data.file_digest(out_path), "vocab_size": vocab_size,
                                                     "tokens": len(tokens), "sources": data.source_files(files)})
     return len(tokens)  # fewer than vocab_size when the corpus runs out of pairs to merge
 
@@ -104,7 +104,7 @@ def vocab_record(vocab):
 def vocab_problem(vocab, corpus, vocab_size):
     """Why a vocab.txt left in a run folder must not be reused (None: reuse it)."""
     record = data.read_json_or_none(vocab_record(vocab))
-    if not isinstance(record, dict) or record.get("sha1") != data.file_sha1(vocab):
+    if not isinstance(record, dict) or record.get("sha1") != data.file_digest(vocab):
         return f"no record ({vocab_record(vocab).name}) that a finished run wrote it (left by a stopped run?)"
     if corpus and (record.get("vocab_size"), record.get("sources")) != (vocab_size,
                                                                          data.source_files(data.corpus_files(corpus))):
@@ -218,7 +218,7 @@ def pretrain(args):
     model = ElectraForPretraining(model_config(args, config, tokenizer)).to(device)
     optimizer = AdamWeightDecay(parameter_groups(model, config.weight_decay),
                                 betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
-    step, window, vocab_sha1 = 0, None, data.file_sha1(vocab)
+    step, window, vocab_sha1 = 0, None, data.file_digest(vocab)
     if runtime.is_main:
         remove_stale_temporaries(checkpoints)  # save_atomic's unfinished writes of a killed run
     resume_from, state = latest_valid_checkpoint(checkpoints, CHECKPOINT_KEYS) if args.resume else (None, None)
