@@ -257,8 +257,9 @@ def _benchmark_lines(path):
     return enumerate(text.removeprefix("\ufeff").split("\n"), 1)
 
 
-def read_ner(path):
-    """A `token label` file (space or TAB; blank line between sentences; -DOCSTART- skipped) -> [NerSentence]."""
+def read_ner(path, labels=None):
+    """A `token label` file (space or TAB; blank line between sentences; -DOCSTART- skipped) -> [NerSentence].
+    With `labels` (a fine-tuned model's), a tag outside them is an error naming file:line."""
     sentences, words, tags, good_tags = [], [], [], set()
     for number, line in _benchmark_lines(path):
         line = line.rstrip("\r")
@@ -273,6 +274,9 @@ def read_ner(path):
         if columns[1] not in good_tags:
             if not NER_TAG.fullmatch(columns[1]):
                 raise InputError(f"{path}:{number}: tag {columns[1]!r} is not O, B-<type> or I-<type>")
+            if labels is not None and columns[1] not in labels:
+                raise InputError(f"{path}:{number}: tag {columns[1]!r} is not among the model's labels "
+                                 f"({', '.join(sorted(labels))})")
             good_tags.add(columns[1])
         words.append(columns[0])
         tags.append(columns[1])

@@ -490,7 +490,10 @@ def evaluate(args):
 def predict(args):
     if args.file and not Path(args.file).is_file():
         raise InputError(f"{args.file}: no such file")
-    text = Path(args.file).read_text(encoding="utf-8") if args.file else sys.stdin.read()
+    try:
+        text = Path(args.file).read_text(encoding="utf-8") if args.file else sys.stdin.read()
+    except UnicodeDecodeError as error:
+        raise InputError(f"{args.file or 'stdin'}: not UTF-8 text (byte {error.start}: {error.reason})") from None
     if args.question:  # QA: the whole text is the passage; the top 5 answers with their probabilities
         for rank, (answer, probability) in enumerate(tasks.predict_answers(args.model, args.question, text,
                                                                            device_name=args.device), 1):

@@ -350,8 +350,13 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(tmp_path, data_dir, tiny_init):
     cases += [("evaluate", "--model", model_dir, "--data", other),  # a label the model doesn't have
               ("evaluate", "--model", model_dir, "--data", folder / "empty.txt"),
               ("evaluate", "--model", tiny_init, "--data", folder / "test.txt")]  # pre-trained, not fine-tuned
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Caf\xe9 au lait .".encode("latin-1"))
+    cases.append(("predict", "--model", model_dir, latin1))
     for case in cases:
         result = run_cli(*case)
         assert result.returncode == 2, (case, result.stderr[-1500:])
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+        if case[-1] == other:  # the unknown tag is named with its file and line
+            assert f"{other}:1: tag 'B-Chemical' is not among the model's labels" in result.stderr
     assert not out.exists()  # nothing written before the inputs validate
