@@ -14,7 +14,6 @@ learning rate = peak x linear decay to 0 x warm-up ramp, applied together from s
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -26,11 +25,11 @@ from tqdm import tqdm
 
 import data
 import pubmed
-import reproduce
 import qa
+import reproduce
 import tasks
 from electramed import ElectraForPretraining, load_pretrained, preset, roc_auc, save_pretrained
-from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, keep_freed_memory, latest_checkpoint,
+from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, latest_checkpoint,
                      latest_valid_checkpoint, linear_schedule, load_checkpoint, parameter_groups,
                      remove_stale_temporaries, save_atomic, seed_everything, setup_runtime, step_seed, sync, to_cpu,
                      to_host, xla_compiles)
