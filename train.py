@@ -208,7 +208,6 @@ def pretrain(args):
     tokenizer = WordPieceTokenizer(vocab)
     device = runtime.device
     out = Path(args.out)
-    checkpoints = out / "checkpoints"
     loader = data.PretrainingData(shards, tokenizer.pad_id, tokenizer.sep_id)
     if loader.batches_per_epoch(config.batch_size) == 0:
         raise InputError(f"{shards}: {len(loader)} examples, fewer than one batch of {config.batch_size}")

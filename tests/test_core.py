@@ -489,3 +489,130 @@ def test_trained_vocabulary_has_no_combining_marks():
     tokens = train_vocab(lines, 200)
     assert not any(map(has_combining_mark, tokens)), [t for t in tokens if has_combining_mark(t)]
     assert {"cafe", "naive", "angstrom"} <= set(tokens)
+
+
+# ------------------------------------------------------------------- mutation-tested metrics, masking and forward
+# Added after running mutmut on mask_tokens, generator_metrics, discriminator_metrics and ElectraForPretraining.forward
+# (issue 15): each expected value is computed by hand from run_pretraining.py's rules (electra-facts.md section 3,
+# items 5-13), not by calling the code under test a second way.
+import math  # noqa: E402
+
+
+def softplus(x):
+    return math.log1p(math.exp(x))
+
+
+def test_discriminator_metrics_by_hand():
+    """run_pretraining.py _get_discriminator_output: loss = sum(input_mask * sigmoid_BCE) / (sum(input_mask) + 1e-6);
+    preds = round((sign(logits) + 1) / 2), so a logit of exactly 0 (probability 0.5) is NOT a "replaced" prediction
+    (round half to even); accuracy / precision / recall weighted by input_mask (padding never counts)."""
+    logits = torch.tensor([[-2.0, 3.0, -1.0, 0.0, -4.0, 2.0, 5.0, -5.0]])
+    labels = torch.tensor([[0, 1, 1, 0, 0, 1, 1, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 0, 0]])
+    out = em.discriminator_metrics(logits, labels, mask)
+    # real tokens 0..5: predicted [0, 1, 0, 0, 0, 1]; labels [0, 1, 1, 0, 0, 1]
+    bce = [softplus(-x) if y else softplus(x) for x, y in zip([-2.0, 3.0, -1.0, 0.0, -4.0, 2.0], [0, 1, 1, 0, 0, 1])]
+    assert out["disc_loss"].item() == pytest.approx(sum(bce) / (6 + 1e-6), rel=1e-6)
+    assert out["disc_accuracy"].item() == pytest.approx(5 / 6, rel=1e-5)  # only token 2 (label 1, logit -1) is wrong
+    assert out["disc_precision"].item() == pytest.approx(1.0, rel=1e-5)  # 2 predicted, both replaced
+    assert out["disc_recall"].item() == pytest.approx(2 / 3, rel=1e-5)  # 3 replaced, 2 found
+    assert out["replaced_fraction"].item() == pytest.approx(3 / 6, rel=1e-5)
+
+
+def test_discriminator_metrics_on_one_real_token_are_proper_fractions():
+    """One real token, correctly detected: every figure is a fraction <= 1 (an epsilon subtracted instead of added
+    to a denominator gives > 1), and the loss is BCE / (1 + 1e-6), the official denominator."""
+    logits, labels, mask = torch.tensor([[2.0, 7.0]]), torch.tensor([[1, 0]]), torch.tensor([[1, 0]])
+    out = em.discriminator_metrics(logits, labels, mask)
+    for key in ("disc_accuracy", "disc_precision", "disc_recall", "replaced_fraction"):
+        assert 0.999 < out[key].item() <= 1.0, key
+    torch.testing.assert_close(out["disc_loss"].double(), torch.tensor(softplus(-2.0) / (1 + 1e-6), dtype=torch.double),
+                               rtol=3e-7, atol=0)
+    wrong = em.discriminator_metrics(torch.tensor([[0.5, 0.0]]), torch.tensor([[0, 1]]), torch.tensor([[1, 1]]))
+    assert wrong["disc_accuracy"].item() == 0 and wrong["disc_precision"].item() == 0  # predicted 1 (0.5 > 0), label 0
+    assert wrong["disc_recall"].item() == 0  # the replaced token has logit 0: not detected
+
+
+def test_generator_metrics_by_hand():
+    """run_pretraining.py _get_masked_lm_output: loss = sum(w * CE) / (sum(w) + 1e-6) over the N slots, duplicates
+    counted; masked_lm_accuracy = weighted mean of argmax == target."""
+    logits = torch.tensor([[[2.0, 0.0, 0.0, -1.0], [0.0, 1.0, 3.0, 0.0], [0.0, 0.0, 0.0, 5.0]],
+                           [[1.0, 0.5, 0.0, 0.0], [1.0, 0.5, 0.0, 0.0], [0.0, 4.0, 0.0, 0.0]]])
+    targets = torch.tensor([[0, 1, 3], [1, 1, 0]])
+    weights = torch.tensor([[True, True, False], [True, True, False]])  # last slots: null slots, not counted
+
+    def cross_entropy(row, target):
+        return math.log(sum(math.exp(v) for v in row)) - row[target]
+
+    real = [(0, 0), (0, 1), (1, 0), (1, 1)]  # slot (1, 0) and (1, 1): the same position drawn twice
+    expected_loss = sum(cross_entropy(logits[b, n].tolist(), targets[b, n].item()) for b, n in real) / (4 + 1e-6)
+    out = em.generator_metrics(logits, targets, weights)
+    assert out["gen_loss"].item() == pytest.approx(expected_loss, rel=1e-6)
+    assert out["gen_accuracy"].item() == pytest.approx(1 / 4, rel=1e-5)  # only slot (0, 0): argmax 0 == target 0
+    one = em.generator_metrics(logits[:1, :1], targets[:1, :1], weights[:1, :1])
+    assert 0.999 < one["gen_accuracy"].item() <= 1.0
+    torch.testing.assert_close(one["gen_loss"].double(),
+                               torch.tensor(cross_entropy([2.0, 0.0, 0.0, -1.0], 0) / (1 + 1e-6), dtype=torch.double),
+                               rtol=3e-7, atol=0)
+
+
+@pytest.mark.parametrize("seq_len, slots", [(128, 19), (512, 79), (8, 1)])
+def test_number_of_mask_slots_is_electras_max_predictions_per_seq(seq_len, slots):
+    """configure_pretraining.py: max_predictions_per_seq = int((mask_prob + 0.005) * max_seq_length): 19 at 128
+    tokens, 79 at 512, and a sequence of 8 still masks one token (int(1.24) = 1)."""
+    config = tiny_config(max_position_embeddings=512)
+    ids = torch.randint(5, 100, (2, seq_len))
+    ids[:, 0], ids[:, -1] = config.cls_id, config.sep_id
+    masked, positions, weights = em.mask_tokens(ids, torch.ones_like(ids), config)
+    assert positions.shape == weights.shape == (2, slots)
+    assert weights.sum(1).tolist() == [max(1, min(slots, round(0.15 * seq_len)))] * 2
+
+
+def test_too_short_a_sequence_to_mask_is_a_clear_error():
+    config = tiny_config()
+    ids = torch.tensor([[config.cls_id, 7, 8, 9, 10, config.sep_id]])  # int(0.155 * 6) = 0 slots
+    with pytest.raises(ValueError, match="too short to mask"):
+        em.mask_tokens(ids, torch.ones_like(ids), config)
+
+
+def test_pretraining_without_a_generator_says_what_to_use_instead():
+    model = em.ElectraForPretraining(tiny_config())
+    model.generator = None  # as load_pretrained leaves a discriminator-only checkpoint
+    ids = torch.tensor([[101, 7, 8, 102]])
+    message = r"^this model was loaded without a generator: use model\.discriminator \(fine-tuning\)$"
+    with pytest.raises(ValueError, match=message):
+        model(ids, torch.ones_like(ids), torch.zeros_like(ids))
+
+
+def test_a_single_candidate_is_still_masked():
+    """pretrain_helpers.py mask: num_to_predict = max(1, min(N, round(num_tokens * mask_prob))): [CLS] x [SEP] has
+    round(3 * 0.15) = 0 but still predicts one token, necessarily x (position 1)."""
+    config = tiny_config()
+    ids = torch.tensor([[config.cls_id, 7, config.sep_id] + [0] * 13] * 4)
+    mask = (ids != 0).long()
+    torch.manual_seed(0)
+    masked, positions, weights = em.mask_tokens(ids, mask, config)
+    assert weights.sum(1).tolist() == [1] * 4
+    assert (positions[weights] == 1).all() and (positions[~weights] == 0).all()
+
+
+def pairwise_auc(scores, labels):
+    """P(positive scores above negative) + P(tie) / 2, by counting every pair (entries labelled -1 left out)."""
+    positives = [s for s, y in zip(scores, labels) if y == 1]
+    negatives = [s for s, y in zip(scores, labels) if y == 0]
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return wins / (len(positives) * len(negatives))
+
+
+def test_roc_auc_by_hand_and_by_counting_pairs():
+    # positives 0.8, 0.4, 0.4; negatives 0.4, 0.1; 0.9 is ignored (-1): pairs won 2 + 0.5 + 1 + 0.5 + 1 = 5 of 6
+    scores = torch.tensor([0.8, 0.4, 0.1, 0.9, 0.4, 0.4])
+    labels = torch.tensor([1, 0, 0, -1, 1, 1])
+    assert em.roc_auc(scores, labels) == pytest.approx(5 / 6, abs=1e-12)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        scores = torch.randint(0, 6, (40,), generator=generator).float() / 5  # many ties
+        labels = torch.randint(-1, 2, (40,), generator=generator)
+        assert em.roc_auc(scores, labels) == pytest.approx(pairwise_auc(scores.tolist(), labels.tolist()), abs=1e-12)
+    assert math.isnan(em.roc_auc(torch.tensor([0.3, 0.5]), torch.tensor([1, -1])))  # no negative
+    assert math.isnan(em.roc_auc(torch.tensor([0.3, 0.5]), torch.tensor([0, 0])))  # no positive
