@@ -125,6 +125,14 @@ def run_sides(command, sides, rounds, threads):
     return results
 
 
+def print_ratios(results):
+    """The line the README's Speed table quotes: ours against transformers, same run."""
+    ours, theirs = results["ours"], results["transformers"]
+    growth = (ours["peak_rss_mb"] - ours["rss_before_mb"]) / (theirs["peak_rss_mb"] - theirs["rss_before_mb"])
+    print(f"ours / transformers: tokens/s x{theirs['step_s'] / ours['step_s']:.2f}, peak RSS "
+          f"x{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}, RSS growth x{growth:.2f}")
+
+
 # ------------------------------------------------------------------------------------------------------------ pretrain
 def bench_pretrain(args):
     """One full ELECTRA pre-training step -- generator and discriminator forward, backward, gradient clipping, the
@@ -285,10 +293,7 @@ def bench_pretrain(args):
               f"{flops / result['step_s'] / 1e9:8.1f} {100 * flops / result['step_s'] / 1e9 / peak:6.1f}% "
               f"{result['peak_rss_mb']:12.0f} {result['peak_rss_mb'] - result['rss_before_mb']:14.0f}  "
               f"{' '.join(f'{1e3 * t:.0f}' for t in result['times'])}")
-    ours, theirs = results["ours"], results["transformers"]
-    print(f"ours / transformers: tokens/s x{theirs['step_s'] / ours['step_s']:.2f}, peak RSS "
-          f"x{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}, RSS growth "
-          f"x{(ours['peak_rss_mb'] - ours['rss_before_mb']) / (theirs['peak_rss_mb'] - theirs['rss_before_mb']):.2f}")
+    print_ratios(results)
 
 
 def bench_pretrain_xla(args):
@@ -415,10 +420,7 @@ def bench_finetune(args):
               f"{tokens / result['step_s']:9.0f} {result['peak_rss_mb']:12.0f} "
               f"{result['peak_rss_mb'] - result['rss_before_mb']:14.0f}  "
               f"{' '.join(f'{1e3 * t:.0f}' for t in result['times'])}")
-    ours, theirs = results["ours"], results["transformers"]
-    print(f"ours / transformers: tokens/s x{theirs['step_s'] / ours['step_s']:.2f}, peak RSS "
-          f"x{ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}, RSS growth "
-          f"x{(ours['peak_rss_mb'] - ours['rss_before_mb']) / (theirs['peak_rss_mb'] - theirs['rss_before_mb']):.2f}")
+    print_ratios(results)
 
 
 # ------------------------------------------------------------------------------------------------------------- prepare
