@@ -1,11 +1,12 @@
-"""`python train.py reproduce`: the paper's Tables 7, 8 and 9 from one model directory, the paper's numbers beside.
+"""Several seeds and the paper's tables: `train.py finetune --seeds N` (one benchmark) and `python train.py reproduce`
+(the paper's Tables 7, 8 and 9 from one model directory), the paper's numbers beside ours.
 
     python train.py reproduce --init runs/pretrain/electramed-hf --out runs/reproduce --device cuda
 
 Runs every (benchmark, seed) job with the paper's Table 5 settings (tasks.DEFAULTS) through tasks.finetune, nothing
 re-implemented: NER on NCBI-disease, BC5CDR, JNLPBA (Table 7); RE on ChemProt and DDI-2013 (Table 8); QA as SQuAD v1.1
 then BioASQ 7b factoid, scored on the five 7b test batches (Table 9). Seed k runs with FinetuneConfig.seed + k, as
-tasks.finetune_seeds. Jobs run seed by seed (every benchmark of seed 0 first), so a complete one-seed table exists
+finetune_seeds below. Jobs run seed by seed (every benchmark of seed 0 first), so a complete one-seed table exists
 early and the ETA is measured over a representative mix.
 
 Resumable: a job is finished once OUT/jobs/<benchmark>/seed_<k>/job.json exists (written atomically after
@@ -17,7 +18,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -38,7 +39,7 @@ class Benchmark:
     name: str  # as the paper's table names it
     paths: tuple  # under the data root
     defaults: str  # the Table 5 column: tasks.DEFAULTS key
-    paper: str | None  # tasks.PAPER key (Tables 7/8); Table 9 uses qa.PAPER_BIOASQ
+    paper: str | None  # PAPER key (Tables 7/8); Table 9 uses qa.PAPER_BIOASQ
     footnote: str | None  # how our data differs from the paper's
     comparable: bool = True  # False: a different task than the paper's, no difference is given
 
@@ -75,6 +76,9 @@ BENCHMARKS = {
 }
 TASK_CHOICES = ("ncbi", "bc5cdr", "jnlpba", "chemprot", "ddi", "bioasq")  # bioasq brings its SQuAD step along
 PRF = ("precision", "recall", "f1")  # Tables 7 and 8
+# Paper Tables 7 and 8 (ELECTRAMed, mean of 5 seeds, test set): P, R, F1 in %, by the data folder's name.
+PAPER = {"ncbi-disease": (85.87, 89.29, 87.54), "bc5cdr": (88.76, 91.34, 90.03), "jnlpba": (69.33, 78.56, 73.65),
+         "chemprot": (75.47, 70.67, 72.94), "ddi-2013": (80.07, 78.24, 79.13)}
 
 
 def job_dir(out, name, k):
@@ -192,6 +196,44 @@ def reproduce(init, out, seeds=5, names=TASK_CHOICES, device="cpu", epochs=None,
     return text
 
 
+# ------------------------------------------------------------------------------- one benchmark, several seeds
+def finetune_seeds(task, data_dir, init, out, config: tasks.FinetuneConfig, device_name="cpu", seeds=1, splits=None,
+                   resume=False):
+    """`train.py finetune --seeds N`: seeds config.seed, config.seed + 1, ... into OUT/seed_K/ (tasks.finetune), then
+    OUT/summary.json (mean and sample std of dev and test P/R/F1) and OUT/summary.md (the paper's Table 7 / 8 layout,
+    the paper's numbers beside ours; Table 9's for QA). With `resume`, finished seeds are kept and a stopped one
+    continues."""
+    data_dir, out = Path(data_dir), Path(out)
+    if splits is None:
+        splits = qa.qa_splits([data_dir]) if task == "qa" else benchmarks.task_splits(task, data_dir)
+    results = [tasks.finetune(task, data_dir, init, out / f"seed_{k}", replace(config, seed=config.seed + k),
+                              device_name, splits, resume) for k in range(seeds)]
+    summary = {"task": task, "data": str(data_dir), "init": str(init), "seeds": [r["seed"] for r in results],
+               "finetune": asdict(config)}
+    if task == "qa":  # Table 9: SAcc/LAcc/MRR per BioASQ test batch (or SQuAD EM/F1)
+        summary["test"] = qa.qa_summary(results)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        (out / "summary.md").write_text(qa.qa_table(summary["test"], seeds))
+        return summary
+    for split in ("dev", "test"):
+        summary[split] = {k: dict(zip(("mean", "std"), metrics.mean_std([r[split][k] for r in results])))
+                          for k in PRF}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "summary.md").write_text(summary_table([r["test"] for r in results], task, data_dir.name))
+    return summary
+
+
+def summary_table(tests, task, dataset):
+    """Paper Table 7 (NER) / Table 8 (RE) layout for one benchmark's test scores, the paper's ELECTRAMed beside."""
+    paper = PAPER.get(dataset.lower())
+    title = {"ner": "Table 7 (NER)", "re": "Table 8 (RE)"}.get(task, task)
+    lines = [f"Test scores in %, {title} layout; ours: mean ± sample std over {len(tests)} seed(s).", "",
+             *TABLE_HEAD, *prf_rows(dataset, paper, tests)[0]]
+    if not paper:
+        lines += ["", f"No paper number for the data folder {dataset!r} (the paper's: {', '.join(PAPER)})."]
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------------------------------------- tables
 def collect(out, seeds, name):
     return [job for k in range(seeds) if (job := finished_job(out, name, k)) is not None]
@@ -215,31 +257,42 @@ def seeds_note(count, seeds):
     return "" if count == seeds else f" ({count} of {seeds} seeds)"
 
 
+TABLE_HEAD = ("| Benchmark | Metrics | ELECTRAMed (paper) | ours | difference |", "|---|---|---|---|---|")
+
+
+def prf_rows(cell, paper, tests, comparable=True):
+    """The P, R and F rows of one benchmark (Tables 7 and 8): the paper's ELECTRAMed (`paper` in %, None when the paper
+    has no number), ours as the mean ± sample std of `tests` (test scores, fractions; "—" before the first one), and
+    ours − paper. Returns (Markdown lines, the same as a JSON row in fractions)."""
+    lines, row = [], {"paper": {k: v / 100 for k, v in zip(PRF, paper)} if paper else None, "ours": {},
+                      "difference": {}}
+    for i, (letter, key) in enumerate(zip("PRF", PRF)):
+        theirs, ours, difference = f"{paper[i]:.2f}" if paper else "—", "—", "—"
+        if tests:
+            mean, std = metrics.mean_std([test[key] for test in tests])
+            row["ours"][key] = {"mean": mean, "std": std}
+            ours = f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if len(tests) > 1 else "")
+            if paper and comparable:
+                row["difference"][key] = mean - paper[i] / 100
+                difference = f"{100 * mean - paper[i]:+.2f}"
+            elif paper:
+                difference = "not comparable"
+        lines.append(f"| {cell if i == 0 else ''} | {letter} | {theirs} | {ours} | {difference} |")
+    return lines, row
+
+
 def prf_table(out, seeds, names, footnotes):
-    """Table 7 / 8 layout (tasks.summary_table's columns, one block of P/R/F rows per benchmark): (lines, json rows)."""
-    lines = ["| Benchmark | Metrics | ELECTRAMed (paper) | ours | difference |", "|---|---|---|---|---|"]
-    rows = []
+    """Table 7 / 8: one block of P/R/F rows per benchmark, from the finished jobs: (Markdown lines, JSON rows)."""
+    lines, rows = list(TABLE_HEAD), []
     for name in names:
         benchmark = BENCHMARKS[name]
         jobs = collect(out, seeds, name)
-        paper = tasks.PAPER[benchmark.paper]
         cell = benchmark.name + (footnote_mark(footnotes, benchmark.footnote) if benchmark.footnote else "")
-        row = {"benchmark": benchmark.name, "seeds_finished": len(jobs), "comparable": benchmark.comparable,
-               "paper": {key: value / 100 for key, value in zip(PRF, paper)}, "ours": {}, "difference": {}}
-        for i, (letter, key) in enumerate(zip("PRF", PRF)):
-            ours, theirs, difference = "—", f"{paper[i]:.2f}", "—"
-            if jobs:
-                mean, std = metrics.mean_std([job["result"]["test"][key] for job in jobs])
-                row["ours"][key] = {"mean": mean, "std": std}
-                ours = f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if len(jobs) > 1 else "")
-                if benchmark.comparable:
-                    row["difference"][key] = mean - paper[i] / 100
-                    difference = f"{100 * mean - paper[i]:+.2f}"
-                else:
-                    difference = "not comparable"
-            first = f"{cell}{seeds_note(len(jobs), seeds)}" if i == 0 else ""
-            lines.append(f"| {first} | {letter} | {theirs} | {ours} | {difference} |")
-        rows.append(row)
+        block, row = prf_rows(cell + seeds_note(len(jobs), seeds), PAPER[benchmark.paper],
+                              [job["result"]["test"] for job in jobs], benchmark.comparable)
+        lines += block
+        rows.append({"benchmark": benchmark.name, "seeds_finished": len(jobs), "comparable": benchmark.comparable,
+                     **row})
     return lines, rows
 
 

@@ -1,12 +1,12 @@
-"""Fine-tuning ELECTRAMed: heads, featurizing, decoding, the training loop, seeds and the paper's tables.
+"""Fine-tuning ELECTRAMed: heads, featurizing, decoding, the training loop, evaluating and predicting with the result.
 
     python train.py finetune --task ner --data ../shared/data/ner/NCBI-disease --init runs/pretrain/electramed-hf
     python train.py evaluate --model runs/ner/best --data ../shared/data/ner/NCBI-disease/test.txt
     echo "Mutations in ATM cause ataxia-telangiectasia ." | python train.py predict --model runs/ner/best
 
 What it follows:
-- Miolo et al. (2021), ELECTRAMed, Table 5: the fine-tuning hyper-parameters (`FinetuneConfig`), Tables 7/8: the
-  scores we put beside ours (`PAPER`).
+- Miolo et al. (2021), ELECTRAMed, Table 5: the fine-tuning hyper-parameters (`FinetuneConfig`); several seeds and
+  the paper's tables are reproduce.py's.
 - google-research/electra: finetune/ (classification, tagging heads), model/optimization.py (AdamWeightDecay with
   layer-wise learning-rate decay, clipping 1.0), configure_finetuning.py (epochs, warm-up share).
 - transformers' ElectraFor{TokenClassification,SequenceClassification,QuestionAnswering}: the weight names, so that a
@@ -40,9 +40,6 @@ from tokenizer import InputError, WordPieceTokenizer
 
 ARCHITECTURES = {"ner": "ElectraForTokenClassification", "re": "ElectraForSequenceClassification",
                  "qa": "ElectraForQuestionAnswering"}
-# Paper Tables 7 and 8 (ELECTRAMed, mean of 5 seeds, test set): P, R, F1 in %, by the data folder's name.
-PAPER = {"ncbi-disease": (85.87, 89.29, 87.54), "bc5cdr": (88.76, 91.34, 90.03), "jnlpba": (69.33, 78.56, 73.65),
-         "chemprot": (75.47, 70.67, 72.94), "ddi-2013": (80.07, 78.24, 79.13)}
 
 
 # ------------------------------------------------------------------------------------------------------------- heads
@@ -169,7 +166,8 @@ def load_init(directory):
     """(encoder, config) to fine-tune from: a pre-trained directory (ours or any transformers ELECTRA discriminator)
     or a fine-tuned one (SQuAD -> BioASQ); and the vocab.txt beside it."""
     directory = Path(directory)
-    main = directory / "discriminator" if (directory / "discriminator").is_dir() else directory
+    # save_pretrained's layout: discriminator/ + generator/, or generator/ alone for an "mlm" model
+    main = next((directory / net for net in ("discriminator", "generator") if (directory / net).is_dir()), directory)
     if not (main / "config.json").is_file():
         raise InputError(f"{directory}: not a model directory (no config.json)")
     vocab = main / "vocab.txt"
@@ -548,48 +546,6 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     checkpoint.unlink(missing_ok=True)
     print(f"best epoch {best[0]}; test {score_text(test) if test else 'none'} -> {out / 'result.json'}")
     return result
-
-
-def finetune_seeds(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu", seeds=1, splits=None,
-                   resume=False):
-    """`seeds` runs with seeds config.seed, config.seed + 1, ... into OUT/seed_K/, then OUT/summary.json (mean and
-    sample std of test P/R/F1) and OUT/summary.md (the paper's Table 7 / 8 layout, the paper's numbers beside).
-    With `resume`, finished seeds are kept and a stopped one continues."""
-    data_dir, out = Path(data_dir), Path(out)
-    if splits is None:
-        splits = qa.qa_splits([data_dir]) if task == "qa" else benchmarks.task_splits(task, data_dir)
-    results = [finetune(task, data_dir, init, out / f"seed_{k}", replace(config, seed=config.seed + k), device_name,
-                        splits, resume) for k in range(seeds)]
-    summary = {"task": task, "data": str(data_dir), "init": str(init), "seeds": [r["seed"] for r in results],
-               "finetune": asdict(config)}
-    if task == "qa":  # Table 9: SAcc/LAcc/MRR per BioASQ test batch (or SQuAD EM/F1)
-        summary["test"] = qa.qa_summary(results)
-        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        (out / "summary.md").write_text(qa.qa_table(summary["test"], seeds))
-        return summary
-    for split in ("dev", "test"):
-        summary[split] = {k: dict(zip(("mean", "std"), metrics.mean_std([r[split][k] for r in results])))
-                          for k in ("precision", "recall", "f1")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "summary.md").write_text(summary_table(summary, data_dir.name))
-    return summary
-
-
-def summary_table(summary, dataset):
-    """Paper Table 7 (NER) / Table 8 (RE) layout: a row per metric, the paper's ELECTRAMed beside ours (test)."""
-    paper = PAPER.get(dataset.lower())
-    title = {"ner": "Table 7 (NER)", "re": "Table 8 (RE)"}.get(summary["task"], summary["task"])
-    lines = [f"Test scores in %, {title} layout; ours: mean ± sample std over {len(summary['seeds'])} seed(s).", "",
-             "| Benchmark | Metrics | ELECTRAMed (paper) | ours | difference |", "|---|---|---|---|---|"]
-    for row, (letter, key) in enumerate((("P", "precision"), ("R", "recall"), ("F", "f1"))):
-        mean, std = 100 * summary["test"][key]["mean"], 100 * summary["test"][key]["std"]
-        theirs = f"{paper[row]:.2f}" if paper else "—"
-        difference = f"{mean - paper[row]:+.2f}" if paper else "—"
-        name = dataset if row == 0 else ""
-        lines.append(f"| {name} | {letter} | {theirs} | {mean:.2f} ± {std:.2f} | {difference} |")
-    if not paper:
-        lines += ["", f"No paper number for the data folder {dataset!r} (the paper's: {', '.join(PAPER)})."]
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- evaluate, predict

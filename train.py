@@ -315,8 +315,9 @@ def pretrain(args):
                 record["xla_compiles"] = xla_compiles(device)
             if runtime.is_main:
                 log.write(record)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", gen_acc=f"{record.get('gen_accuracy', 0):.3f}",
-                            disc_auc=f"{record.get('disc_auc') or 0:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            shown = {"loss": "loss", "gen_acc": "gen_accuracy", "disc_auc": "disc_auc", "tok_s": "tokens_per_s"}
+            bar.set_postfix({short: f"{record[key]:.{0 if key == 'tokens_per_s' else 3}f}"  # what this run logged
+                             for short, key in shown.items() if record.get(key) is not None})
             count, tokens, last_time = 0, 0, now
         if step % args.save_every == 0 or step == config.train_steps:
             check_finite(finite, step, checkpoints, runtime)
@@ -470,10 +471,9 @@ def finetune(args):
     config = tasks.FinetuneConfig(**{**asdict(config), **overrides})
     splits = qa.qa_splits([args.data, *(args.eval_data or [])]) if args.task == "qa" else None
     if args.seeds > 1:
-        summary = tasks.finetune_seeds(args.task, args.data, args.init, args.out, config, args.device, args.seeds,
-                                       splits, args.resume)
-        print(qa.qa_table(summary["test"], args.seeds) if args.task == "qa" else
-              tasks.summary_table(summary, Path(args.data).name), end="")
+        reproduce.finetune_seeds(args.task, args.data, args.init, args.out, config, args.device, args.seeds, splits,
+                                 args.resume)
+        print((Path(args.out) / "summary.md").read_text(), end="")  # the paper's table layout, its numbers beside
     else:
         tasks.finetune(args.task, args.data, args.init, args.out, config, args.device, splits, args.resume)
 

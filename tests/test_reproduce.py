@@ -1,5 +1,5 @@
 """`train.py reproduce` end to end on a tiny model and a few examples per split, and its tables checked against the
-paper's numbers typed in here from the paper (Tables 7, 8, 9), independently of tasks.PAPER / PAPER_BIOASQ."""
+paper's numbers typed in here from the paper (Tables 7, 8, 9), independently of reproduce.PAPER / PAPER_BIOASQ."""
 import json
 import re
 import statistics

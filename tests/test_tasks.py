@@ -108,6 +108,21 @@ def test_not_a_model_directory_is_an_input_error(tmp_path):
         tasks.load_init(tmp_path)
 
 
+def test_init_from_an_mlm_run_is_its_generator_encoder(tmp_path, scivocab):
+    """`pretrain --objective mlm` saves OUT/electramed-hf/generator/ only; --init OUT/electramed-hf fine-tunes it."""
+    torch.manual_seed(0)
+    model = em.ElectraForPretraining(em.preset("tiny", vocab_size=31090, objective="mlm",
+                                               **em._special_ids(scivocab.parent)))
+    em.save_pretrained(model, tmp_path / "electramed-hf", vocab_path=scivocab)
+    assert sorted(p.name for p in (tmp_path / "electramed-hf").iterdir()) == ["generator"]
+    encoder, config, vocab = tasks.load_init(tmp_path / "electramed-hf")
+    assert vocab == tmp_path / "electramed-hf" / "generator" / "vocab.txt" and config.objective == "mlm"
+    assert config.hidden_size == em.preset("tiny").hidden_size  # the discriminator-sized network
+    expected = model.generator.encoder.state_dict()
+    assert expected.keys() == encoder.state_dict().keys()
+    assert all(torch.equal(value, expected[key]) for key, value in encoder.state_dict().items())
+
+
 # ---------------------------------------------------------------------------------------------- layer-wise decay
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 def test_learning_rate_of_every_parameter(weight_decay):
