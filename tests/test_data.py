@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import data
-from tokenizer import InputError, WordPieceTokenizer
+from tokenizer import InputError, WordPieceTokenizer, pubmed_preprocess
 
 MAX_LENGTH = 64
 UNIT = 300_000  # corpus bytes per shard: several shards from the small test corpus
@@ -99,6 +99,20 @@ def test_single_segment_and_short_target_shares():
     assert len(examples) > 15_000
     assert 0.09 < single < 0.11, single
     assert 0.035 < short < 0.055, short  # randint(5, 128) lands >= 118 about 9% of the time: 5% x 0.91
+
+
+def test_pack_documents_preprocesses_only_when_asked_and_keeps_literal_specials_as_text(tokenizer):
+    """--pubmed-preprocess applies the paper's pre-processing before WordPiece, and only then (the default is off);
+    either way a literal "[SEP]" in the text is text, never the packer's separator."""
+    document = ["The patient's α-synuclein… naïve [SEP] cells.", "Über 5 μg of β-blockers were given."]
+    expected = {preprocess: [i for sentence in document for i in tokenizer.tokenize_ids(
+        pubmed_preprocess(sentence) if preprocess else sentence, specials=False)] for preprocess in (False, True)}
+    assert expected[False] != expected[True]
+    for preprocess, examples in ((False, data.pack_documents([document], tokenizer, 128, random.Random(0))),
+                                 (True, data.pack_documents([document], tokenizer, 128, random.Random(0), True))):
+        (example,) = list(examples)
+        assert example[0] == tokenizer.cls_id and example[-1] == tokenizer.sep_id
+        assert [i for i in example if i not in (tokenizer.cls_id, tokenizer.sep_id)] == expected[preprocess]
 
 
 def test_shards_round_trip_and_token_types(real_corpus, tokenizer, scivocab, tmp_path):

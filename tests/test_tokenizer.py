@@ -22,7 +22,7 @@ from collections import Counter
 
 import pytest
 
-from tokenizer import (CHUNK, SPECIAL_TOKENS, InputError, WordPieceTokenizer, pubmed_preprocess,
+from tokenizer import (CHUNK, SPECIAL_TOKENS, InputError, WordPieceTokenizer, basic_words, pubmed_preprocess,
                        read_vocab, train_vocab, write_vocab)
 
 
@@ -367,3 +367,17 @@ def test_pubmed_preprocess():
            "he said `` il-2 ( p < 0.05 ) '' -- twice ; 2,500 cells : ok ?"
     assert pubmed_preprocess("The patient's α-synuclein… naïve") == "the patient's -synuclein na ve"
     assert pubmed_preprocess("We cannot") == "we can not"
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_basic_words_equal_berts_basic_tokenizer_cased_and_uncased(lowercase):
+    """basic_words is BERT's BasicTokenizer on one whitespace-free chunk, on both paths (ASCII fast path, the rest),
+    and lowercases by default; compared with transformers' pure-Python BasicTokenizer."""
+    from transformers.models.bert.tokenization_bert_legacy import BasicTokenizer
+    reference = BasicTokenizer(do_lower_case=lowercase)
+    chunks = ["IL-2(p<0.05)", "TNF-alpha,", "CAFÉ", "Naïve-Übermensch", "ΣΊΣΥΦΟΣ", "İstanbul", "x\u00adY\u200bZ",
+              "中文ABC", "Äpfel.Birnen"]  # precomposed: cased, this BasicTokenizer applies NFC, BERT does not
+    for chunk in chunks:
+        ours = [word for word, _ in (basic_words(chunk) if lowercase else basic_words(chunk, lowercase=False))]
+        assert ours == reference.tokenize(chunk), chunk
+
