@@ -297,11 +297,11 @@ def mask_tokens(input_ids, attention_mask, config: ElectraConfig):
     return masked_ids, positions, weights
 
 
-@torch.no_grad()
 def replace_tokens(input_ids, positions, weights, generator_logits, temperature: float = 1.0):
     """Fake input for the discriminator (run_pretraining.py:_get_fake_data): from the original (unmasked) ids, every
-    real slot gets a token sampled from the generator by Gumbel-max; no gradient flows through the samples (no_grad).
+    real slot gets a token sampled from the generator by Gumbel-max; no gradient flows through the samples (detached).
     Returns fake_ids [B, S] and labels [B, S] (1 = replaced by a token different from the original)."""
+    generator_logits = generator_logits.detach()  # not @torch.no_grad(): mutmut leaves decorated functions untested
     # sample_from_softmax: argmax(logits / T + G), G = -log(-log(U + 1e-9) + 1e-9), U uniform; in place, as
     # [B, N, V] is one of the largest tensors of the step.
     gumbel = torch.rand(generator_logits.shape, device=generator_logits.device)

@@ -48,30 +48,30 @@ class AdamWeightDecay(torch.optim.Optimizer):
     def __init__(self, param_groups, betas=(0.9, 0.999), eps=1e-6):
         super().__init__(param_groups, dict(betas=betas, eps=eps, weight_decay=0.0, lr_scale=1.0))
 
-    @torch.no_grad()
     def step(self, lr):
-        for group in self.param_groups:
-            params = [param for param in group["params"] if param.grad is not None]
-            if not params:
-                continue
-            for param in params:
-                if not self.state[param]:
-                    self.state[param]["exp_avg"] = torch.zeros_like(param)
-                    self.state[param]["exp_avg_sq"] = torch.zeros_like(param)
-            grads = [param.grad for param in params]
-            exp_avgs = [self.state[param]["exp_avg"] for param in params]
-            exp_avg_sqs = [self.state[param]["exp_avg_sq"] for param in params]
-            beta1, beta2 = group["betas"]
-            step_size = lr * group["lr_scale"]  # a 0-d tensor: the same graph at every lr
-            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m = beta1 m + (1 - beta1) g = m + (1 - beta1)(g - m)
-            torch._foreach_mul_(exp_avg_sqs, beta2)  # v = beta2 v + (1 - beta2) g^2
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
-            denominators = torch._foreach_sqrt(exp_avg_sqs)  # the one temporary list: (sqrt(v) + eps) / step_size
-            torch._foreach_add_(denominators, group["eps"])
-            torch._foreach_div_(denominators, step_size)
-            if group["weight_decay"]:  # param - step_size * weight_decay * param, from the parameter before the step
-                torch._foreach_mul_(params, 1 - step_size * group["weight_decay"])
-            torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-1.0)  # param -= step_size m / (sqrt(v)+eps)
+        with torch.no_grad():  # a context, not @torch.no_grad(): mutmut leaves decorated functions untested
+            for group in self.param_groups:
+                params = [param for param in group["params"] if param.grad is not None]
+                if not params:
+                    continue
+                for param in params:
+                    if not self.state[param]:
+                        self.state[param]["exp_avg"] = torch.zeros_like(param)
+                        self.state[param]["exp_avg_sq"] = torch.zeros_like(param)
+                grads = [param.grad for param in params]
+                exp_avgs = [self.state[param]["exp_avg"] for param in params]
+                exp_avg_sqs = [self.state[param]["exp_avg_sq"] for param in params]
+                beta1, beta2 = group["betas"]
+                step_size = lr * group["lr_scale"]  # a 0-d tensor: the same graph at every lr
+                torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m = beta1 m + (1 - beta1) g = m + (1 - beta1)(g - m)
+                torch._foreach_mul_(exp_avg_sqs, beta2)  # v = beta2 v + (1 - beta2) g^2
+                torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+                denominators = torch._foreach_sqrt(exp_avg_sqs)  # the one temporary list: (sqrt(v) + eps) / step_size
+                torch._foreach_add_(denominators, group["eps"])
+                torch._foreach_div_(denominators, step_size)
+                if group["weight_decay"]:  # param -= step_size * weight_decay * param, before the update
+                    torch._foreach_mul_(params, 1 - step_size * group["weight_decay"])
+                torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-1.0)  # param -= step_size m/(sqrt(v)+eps)
 
 
 def parameter_groups(model, weight_decay):
