@@ -206,10 +206,12 @@ def test_no_decay_group_is_exactly_the_layernorm_weights_and_the_biases_by_offic
 
 def test_optimizer_lr_scale_per_group_and_untouched_parameters_without_grad():
     torch.manual_seed(0)
-    a, b, idle = (torch.nn.Parameter(torch.randn(3)) for _ in range(3))
-    optimizer = runtime.AdamWeightDecay([{"params": [a], "lr_scale": 0.25, "weight_decay": 0.1},
+    a, b, idle, frozen = (torch.nn.Parameter(torch.randn(3)) for _ in range(4))
+    # the first group got no gradient at all: it is skipped, the groups after it are still updated
+    optimizer = runtime.AdamWeightDecay([{"params": [frozen]}, {"params": [a], "lr_scale": 0.25, "weight_decay": 0.1},
                                          {"params": [b, idle]}], betas=(0.8, 0.9), eps=1e-3)
     start_a, start_b, start_idle = a.detach().clone(), b.detach().clone(), idle.detach().clone()
+    start_frozen = frozen.detach().clone()
     grad_a, grad_b = torch.randn(3), torch.randn(3)
     a.grad, b.grad = grad_a.clone(), grad_b.clone()
     optimizer.step(torch.tensor(0.5))
@@ -219,6 +221,7 @@ def test_optimizer_lr_scale_per_group_and_untouched_parameters_without_grad():
     torch.testing.assert_close(a.detach(), expected_a)
     torch.testing.assert_close(b.detach(), expected_b)
     assert torch.equal(idle.detach(), start_idle) and idle not in optimizer.state
+    assert torch.equal(frozen.detach(), start_frozen) and frozen not in optimizer.state
 
 
 def test_linear_schedule_edges():

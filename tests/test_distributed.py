@@ -133,8 +133,12 @@ def test_torchrun_two_gloo_processes_equal_one_process_with_the_same_global_batc
     """2 processes x 1 micro-batch of 8 == 1 process x 2 accumulated micro-batches of 8: the same 16 rows, the same
     per-micro-batch seeds (train.step_seed), the same mean of the two gradients."""
     steps = ["--train-steps", "5", "--batch-size", "16"]
+    # Each worker runs `train.main()` from an imported `train` module: what `torchrun train.py` does, except that the
+    # module is named `train`, not `__main__`, so mutation testing's mutants (chosen by module name) reach the workers.
+    launcher = tmp_path / "launch_train.py"
+    launcher.write_text(f"import sys\nsys.path.insert(0, {str(REPO)!r})\nimport train\nsys.exit(train.main())\n")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
-    run_together([(torchrun + pretrain_command(tmp_path / "two", scivocab, shards, "cpu", *steps)[1:],
+    run_together([(torchrun + [str(launcher)] + pretrain_command(tmp_path / "two", scivocab, shards, "cpu", *steps)[2:],
                    {"OMP_NUM_THREADS": "1"})])
     assert train.main(pretrain_command(tmp_path / "one", scivocab, shards, "cpu", *steps,
                                        "--accumulation-steps", "2")[2:]) == 0

@@ -1,6 +1,8 @@
 """The first ten minutes of a new user: the README's quick start and Python blocks, run as written in a fresh copy of
 the repository with no data beside it, and `--help` that shows every default."""
 import argparse
+import ast
+import fnmatch
 import os
 import re
 import shutil
@@ -109,3 +111,17 @@ def test_help_shows_every_default_and_each_subcommand_says_what_it_does():
     assert "(default: the preset's value)" in " ".join(pretrain_help.split())  # --learning-rate, --batch-size ...
     prepare_help = " ".join(subparsers.choices["prepare"].format_help().split())
     assert "token-per-line) (required)" in prepare_help  # --corpus is required for prepare, not for pretrain
+
+
+def test_mutmut_command_names_functions_that_exist():
+    """Each pattern of the README's mutmut command matches a function or method of its module, under mutmut's
+    mangling (`x_name`, `xǁClassǁmethod`): a renamed function would otherwise drop out of the run silently."""
+    command = next(code for code in readme_blocks("bash") if "mutmut run" in code)
+    patterns = re.findall(r'"(\w+)\.(x[^"]*)"', command)
+    assert len(patterns) >= 15
+    for module, pattern in patterns:
+        tree = ast.parse((REPO / f"{module}.py").read_text(encoding="utf-8"))
+        names = [f"x_{node.name}" for node in tree.body if isinstance(node, ast.FunctionDef)]
+        names += [f"xǁ{node.name}ǁ{method.name}" for node in tree.body if isinstance(node, ast.ClassDef)
+                  for method in node.body if isinstance(method, ast.FunctionDef)]
+        assert any(fnmatch.fnmatchcase(f"{name}__mutmut_1", pattern) for name in names), f"{module}.{pattern}"

@@ -22,8 +22,8 @@ from collections import Counter
 
 import pytest
 
-from tokenizer import (CHUNK, SPECIAL_TOKENS, InputError, WordPieceTokenizer, basic_words, pubmed_preprocess,
-                       read_vocab, train_vocab, write_vocab)
+from tokenizer import (CHUNK, SPECIAL_TOKENS, InputError, WordPieceTokenizer, _is_cjk, _is_punctuation, basic_words,
+                       pubmed_preprocess, read_vocab, train_vocab, write_vocab)
 
 
 # ------------------------------------------------------------------------------------------ the data's text lines
@@ -367,6 +367,15 @@ def test_pubmed_preprocess():
            "he said `` il-2 ( p < 0.05 ) '' -- twice ; 2,500 cells : ok ?"
     assert pubmed_preprocess("The patient's α-synuclein… naïve") == "the patient's -synuclein na ve"
     assert pubmed_preprocess("We cannot") == "we can not"
+
+
+def test_punctuation_and_cjk_classes_equal_berts_on_every_code_point():
+    """The two character classes that split words, against BERT's own functions on all of Unicode (0..0x10FFFF)."""
+    from transformers.models.bert.tokenization_bert_legacy import BasicTokenizer, _is_punctuation as berts_punctuation
+    berts_cjk = BasicTokenizer()._is_chinese_char
+    punctuation = [code for code in range(0x110000) if _is_punctuation(chr(code)) != berts_punctuation(chr(code))]
+    cjk = [code for code in range(0x110000) if _is_cjk(code) != berts_cjk(code)]
+    assert punctuation == [] and cjk == []
 
 
 @pytest.mark.parametrize("lowercase", [True, False])
