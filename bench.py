@@ -294,6 +294,13 @@ def bench_pretrain(args):
               f"{result['peak_rss_mb']:12.0f} {result['peak_rss_mb'] - result['rss_before_mb']:14.0f}  "
               f"{' '.join(f'{1e3 * t:.0f}' for t in result['times'])}")
     print_ratios(results)
+    if args.profile:
+        ours, theirs = results["ours"]["profile_ms"], results["transformers"]["profile_ms"]
+        print(f"one profiled step, self CPU ms of each side's top {args.profile} ops ('-': not in that side's top)")
+        print(f"  {'op':48} {'ours':>8} {'transformers':>12}")
+        for name in sorted(ours.keys() | theirs.keys(), key=lambda name: -max(ours.get(name, 0), theirs.get(name, 0))):
+            cells = [f"{side[name]:.1f}" if name in side else "-" for side in (ours, theirs)]
+            print(f"  {name:48} {cells[0]:>8} {cells[1]:>12}")
 
 
 def bench_pretrain_xla(args):
@@ -395,15 +402,21 @@ def bench_finetune(args):
                 loss.item()
         step_times(step, args.warmup)
         times = step_times(step, args.steps)
-        print(json.dumps({"step_s": statistics.median(times), "times": times, "peak_rss_mb": peak_rss_mb(),
-                          "rss_before_mb": rss_before, "params": sum(p.numel() for p in model.parameters()),
-                          "groups": len(optimizer.param_groups)}))
+        result = {"step_s": statistics.median(times), "times": times, "peak_rss_mb": peak_rss_mb(),
+                  "rss_before_mb": rss_before, "params": sum(p.numel() for p in model.parameters()),
+                  "groups": len(optimizer.param_groups)}
+        if args.profile:  # where the time goes: one more step under torch.profiler, ops by their own CPU time
+            with torch.profiler.profile() as profiler:
+                step()
+            ops = sorted(profiler.key_averages(), key=lambda op: op.self_cpu_time_total, reverse=True)
+            result["profile_ms"] = {op.key: op.self_cpu_time_total / 1e3 for op in ops[:args.profile]}
+        print(json.dumps(result))
         return
 
     # ------------------------------------------------------------------------------ parent: both sides, then ratios
     results = run_sides(["finetune", "--task", args.task, "--preset", args.preset, "--seq", args.seq, "--batch",
                          args.batch, "--labels", args.labels, "--steps", args.steps, "--warmup", args.warmup,
-                         "--threads", args.threads, "--vocab-size", args.vocab_size],
+                         "--threads", args.threads, "--vocab-size", args.vocab_size, "--profile", args.profile],
                         ("transformers", "ours"), args.rounds, args.threads)
     tokens = args.batch * args.seq
     print(f"finetune step ({args.task}): preset {args.preset}, seq {args.seq}, batch {args.batch}, {args.labels} "
@@ -421,6 +434,13 @@ def bench_finetune(args):
               f"{result['peak_rss_mb'] - result['rss_before_mb']:14.0f}  "
               f"{' '.join(f'{1e3 * t:.0f}' for t in result['times'])}")
     print_ratios(results)
+    if args.profile:
+        ours, theirs = results["ours"]["profile_ms"], results["transformers"]["profile_ms"]
+        print(f"one profiled step, self CPU ms of each side's top {args.profile} ops ('-': not in that side's top)")
+        print(f"  {'op':48} {'ours':>8} {'transformers':>12}")
+        for name in sorted(ours.keys() | theirs.keys(), key=lambda name: -max(ours.get(name, 0), theirs.get(name, 0))):
+            cells = [f"{side[name]:.1f}" if name in side else "-" for side in (ours, theirs)]
+            print(f"  {name:48} {cells[0]:>8} {cells[1]:>12}")
 
 
 # ------------------------------------------------------------------------------------------------------------- prepare
@@ -531,6 +551,8 @@ def main(argv=None):
     fine.add_argument("--threads", type=int, help="torch threads, the same for both sides (default: all cores)")
     fine.add_argument("--rounds", type=int, default=2, help="alternating runs of each side; the fastest is kept")
     fine.add_argument("--vocab-size", type=int, default=31090, help="vocabulary size (SciVocab: 31,090)")
+    fine.add_argument("--profile", type=int, default=0, metavar="N", help="also profile one step of each side and "
+                      "print the N ops that take the most CPU time on either (default 0: no profile)")
     fine.add_argument("--side", choices=["ours", "transformers"], help=argparse.SUPPRESS)  # internal: one child run
     fine.set_defaults(run=bench_finetune)
 
