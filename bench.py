@@ -294,13 +294,6 @@ def bench_pretrain(args):
               f"{result['peak_rss_mb']:12.0f} {result['peak_rss_mb'] - result['rss_before_mb']:14.0f}  "
               f"{' '.join(f'{1e3 * t:.0f}' for t in result['times'])}")
     print_ratios(results)
-    if args.profile:
-        ours, theirs = results["ours"]["profile_ms"], results["transformers"]["profile_ms"]
-        print(f"one profiled step, self CPU ms of each side's top {args.profile} ops ('-': not in that side's top)")
-        print(f"  {'op':48} {'ours':>8} {'transformers':>12}")
-        for name in sorted(ours.keys() | theirs.keys(), key=lambda name: -max(ours.get(name, 0), theirs.get(name, 0))):
-            cells = [f"{side[name]:.1f}" if name in side else "-" for side in (ours, theirs)]
-            print(f"  {name:48} {cells[0]:>8} {cells[1]:>12}")
 
 
 def bench_pretrain_xla(args):

@@ -18,3 +18,9 @@ def test_bench_finetune_runs_both_sides_and_profiles_them(capsys):
     assert 6 <= len(profile) <= 12  # each side's top 6, their union
     matmul = next(line.split() for line in profile if line.split()[0] in ("aten::addmm", "aten::mm"))
     assert matmul[1] != "-" and matmul[2] != "-"  # a matrix product is among the top ops of both sides
+
+
+def test_bench_pretrain_runs_both_sides(capsys):
+    bench.main(["pretrain", "--preset", "tiny", "--vocab-size", "300", "--batch", "2", "--seq", "16", "--steps", "1",
+                "--warmup", "1", "--rounds", "1", "--threads", "1"])
+    assert re.search(r"ours / transformers: tokens/s x\d+\.\d\d, peak RSS x\d+\.\d\d", capsys.readouterr().out)
