@@ -3,6 +3,7 @@ the repository with no data beside it, and `--help` that shows every default."""
 import argparse
 import ast
 import fnmatch
+import json
 import os
 import re
 import shutil
@@ -125,3 +126,23 @@ def test_mutmut_command_names_functions_that_exist():
         names += [f"xǁ{node.name}ǁ{method.name}" for node in tree.body if isinstance(node, ast.ClassDef)
                   for method in node.body if isinstance(method, ast.FunctionDef)]
         assert any(fnmatch.fnmatchcase(f"{name}__mutmut_1", pattern) for name in names), f"{module}.{pattern}"
+
+
+def test_mutant_runs_take_the_fastest_tests_first_with_the_inherited_heap_frozen(tmp_path):
+    """tests/conftest.py, under mutmut (MUTANT_UNDER_TEST set): a mutant's tests run in the order of mutmut's recorded
+    durations, whatever order they were named in, and the garbage collector's inherited heap is frozen; an ordinary
+    run keeps file order and the collector as it is. Checked in a throwaway project that uses that conftest."""
+    shutil.copy(REPO / "tests" / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_order.py").write_text("import gc\n\ndef test_slow(): pass\n\ndef test_fast(): pass\n\n"
+                                            "def test_medium(): assert gc.get_freeze_count() > 0\n")
+    (tmp_path / "mutmut-stats.json").write_text(json.dumps({"duration_by_test": {
+        "test_order.py::test_slow": 30.0, "test_order.py::test_fast": 0.1, "test_order.py::test_medium": 1.0}}))
+
+    def run(**env):
+        done = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "test_order.py"],
+                              cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+        return re.findall(r"::(test_\w+) (PASSED|FAILED)", done.stdout)
+
+    assert run(MUTANT_UNDER_TEST="runtime.x_step_seed__mutmut_1") == [
+        ("test_fast", "PASSED"), ("test_medium", "PASSED"), ("test_slow", "PASSED")]
+    assert run(MUTANT_UNDER_TEST="") == [("test_slow", "PASSED"), ("test_fast", "PASSED"), ("test_medium", "FAILED")]
