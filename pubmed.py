@@ -145,6 +145,8 @@ def _fetch(url, partial):
         return
     with response, open(partial, "ab" if response.status == 206 else "wb") as out:  # 200: the server restarted
         shutil.copyfileobj(response, out, 1 << 20)
+    if response.length:  # http.client ends a body cut short by a closed connection without an error: resume it
+        raise ConnectionError(f"the connection closed with {response.length} of the file's bytes still to come")
 
 
 def local_input(source, download_dir):

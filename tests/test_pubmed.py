@@ -1,7 +1,9 @@
 """`python train.py corpus`: PubMed XML -> BlueBERT-layout text, PubMed's update rules, resumable checked downloads.
-Every input is a small XML file written here; downloads go through file:// URLs (no network)."""
+Every input is a small XML file written here; downloads go through file:// URLs and a local HTTP server (no network)."""
 import gzip
 import hashlib
+import http.server
+import threading
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +173,73 @@ def test_downloads_through_file_urls_are_checked_against_pubmeds_md5_and_resume(
     # a local file with a .md5 beside it is checked too
     with pytest.raises(InputError, match=f"^{baseline[1]}: MD5 does not match"):
         pubmed.build_corpus([str(baseline[1])], tmp_path / "local.txt", processes=1)
+
+
+class FlakyServer(http.server.BaseHTTPRequestHandler):
+    """Serves `files` (name -> bytes) with HTTP Range as an FTP-over-HTTPS mirror does. `cut` names files whose next
+    response ends after half its body and closes the connection (a clean close: no error on the client's side);
+    `ignore_range` answers every request with the whole file (200). Every request's (path, Range) goes to `requests`."""
+    files, cut, ignore_range, requests = {}, set(), False, []
+
+    def do_GET(self):
+        name, ranged = self.path.lstrip("/"), self.headers.get("Range")
+        self.requests.append((self.path, ranged))
+        if name not in self.files:
+            return self.send_error(404)
+        body = self.files[name]
+        start = int(ranged.split("=")[1].rstrip("-")) if ranged and not self.ignore_range else 0
+        if start >= len(body) and ranged:
+            return self.send_error(416)
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body) - start))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.end_headers()
+        if name in self.cut:
+            self.cut.discard(name)
+            self.wfile.write(body[start:start + (len(body) - start) // 2])
+            self.close_connection = True
+            return
+        self.wfile.write(body[start:])
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def mirror(baseline):
+    FlakyServer.files = {path.name: path.read_bytes() for path in baseline}
+    for path in baseline:
+        md5_file(path)
+        FlakyServer.files[path.name + ".md5"] = Path(f"{path}.md5").read_bytes()
+    FlakyServer.cut, FlakyServer.ignore_range, FlakyServer.requests = set(), False, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FlakyServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", baseline
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_downloads_resume_with_range_after_a_connection_closes_mid_file(mirror, tmp_path):
+    url, baseline = mirror
+    name, whole = baseline[0].name, baseline[0].read_bytes()
+    # the connection closes after half the file: the rest is asked for with a Range header and appended (206)
+    FlakyServer.cut = {name}
+    assert pubmed.download(url + name, tmp_path / "a").read_bytes() == whole
+    assert [r for r in FlakyServer.requests if r[0] == "/" + name] == [("/" + name, None),
+                                                                       ("/" + name, f"bytes={len(whole) // 2}-")]
+    assert not (tmp_path / "a" / (name + ".partial")).exists()
+    # a partial file left by an earlier run, a server that ignores Range (200): the file is fetched from the start
+    FlakyServer.ignore_range = True
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / (name + ".partial")).write_bytes(b"x" * 10)
+    assert pubmed.download(url + name, tmp_path / "b").read_bytes() == whole
+    # a partial file that is already whole: the server answers 416 (nothing left), and the file is kept
+    FlakyServer.ignore_range, FlakyServer.requests = False, []
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / (name + ".partial")).write_bytes(whole)
+    assert pubmed.download(url + name, tmp_path / "c").read_bytes() == whole
+    assert ("/" + name, f"bytes={len(whole)}-") in FlakyServer.requests
 
 
 def test_read_md5_takes_pubmeds_format_only():
