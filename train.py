@@ -238,12 +238,18 @@ def pretrain(args):
                                                      "vocab": str(vocab), "shards": str(shards)}, indent=1))
         log = MetricsLog(out, step)  # metrics.jsonl (+ TensorBoard); keeps only what the resumed state has seen
 
-    def save_checkpoint(step):
+    def save_checkpoint(step):  # every process calls it: under torchrun the log window is averaged over them
+        window_sums = sums
+        if runtime.world_size > 1 and sums:  # each process resumes from the mean: the mean of the next line is exact
+            names = sorted(sums)
+            total = torch.stack([sums[k] for k in names])
+            torch.distributed.all_reduce(total)
+            window_sums = dict(zip(names, (total / runtime.world_size).unbind()))
         if runtime.is_main:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                      "pretrain": asdict(config), "model_config": asdict(model.config), "vocab_sha1": vocab_sha1,
                      # the log's running window: a resumed run's next metrics line equals an uninterrupted run's
-                     "log_window": {"sums": sums, "count": count, "tokens": tokens}}
+                     "log_window": {"sums": window_sums, "count": count, "tokens": tokens}}
             save_atomic(to_cpu(state), checkpoints / f"step_{step:07d}.pt")
             for old in sorted(checkpoints.glob("step_*.pt"))[:-args.keep_checkpoints]:
                 old.unlink()
