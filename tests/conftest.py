@@ -5,8 +5,11 @@ ELECTRAMED_DATA (default ../shared/data, beside the checkout). A test that needs
 absent, except under CI=true, where a missing data folder is a failure: CI must exercise the real data.
 """
 import gc
+import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +36,22 @@ def scivocab(data_dir) -> Path:
 @pytest.fixture(scope="session")
 def bert_vocab(data_dir) -> Path:
     return data_dir / "vocab" / "bert-base-uncased" / "vocab.txt"
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """`python train.py ARGS` run in this process, as train.main: -> CompletedProcess(args, exit code, stdout, stderr).
+    In-process saves the ~2 s a fresh interpreter takes to import torch; that `python train.py` turns main's return
+    value into its exit code is checked by test_cli.py and the README quick start, which start real processes."""
+    import train
+
+    def run(*args, stdin=""):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        capsys.readouterr()
+        code = train.main([str(arg) for arg in args])
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+    return run
 
 
 # --------------------------------------------------------- mutation testing (python -m mutmut run, README "Testing")

@@ -4,8 +4,6 @@ import gzip
 import hashlib
 import http.server
 import threading
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +12,6 @@ import data
 import pubmed
 import train
 from tokenizer import InputError, pubmed_preprocess
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def article(pmid, title, *sections, labels=None):
@@ -103,10 +99,11 @@ def test_a_pmid_repeated_in_a_later_file_or_within_a_file_is_written_once(tmp_pa
     assert documents(tmp_path / "ac.txt") == [] and summary["without_abstract"] == 1
 
 
-def test_the_cli_prints_a_summary_and_a_malformed_file_is_one_line_exit_2_with_nothing_written(baseline, tmp_path):
+def test_the_cli_prints_a_summary_and_a_malformed_file_is_one_line_exit_2_with_nothing_written(cli, baseline, tmp_path,
+                                                                                              monkeypatch):
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "pubmed.txt"
-    done = subprocess.run([sys.executable, str(REPO / "train.py"), "corpus", "--pubmed", *map(str, baseline), "--out",
-                           str(out), "--processes", "1"], capture_output=True, text=True, cwd=tmp_path)
+    done = cli("corpus", "--pubmed", *baseline, "--out", out, "--processes", 1)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == (
         f"pubmed: 2 files, 7 citations read, 5 after PubMed's updates and 1 deletions; 4 abstracts written, "
@@ -118,9 +115,7 @@ def test_the_cli_prints_a_summary_and_a_malformed_file_is_one_line_exit_2_with_n
                       "<PMID>5</PMID></Article>\n</PubmedArticleSet>\n")
     out2 = tmp_path / "broken.txt"
     for processes in ("1", "2"):
-        done = subprocess.run([sys.executable, str(REPO / "train.py"), "corpus", "--pubmed", str(baseline[0]),
-                               str(broken), "--out", str(out2), "--processes", processes], capture_output=True,
-                              text=True, cwd=tmp_path)
+        done = cli("corpus", "--pubmed", baseline[0], broken, "--out", out2, "--processes", processes)
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith(f"error: {broken}:4: malformed XML (mismatched tag")
         assert not out2.exists() and not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*parts"))
@@ -140,7 +135,7 @@ def md5_file(path, name=None):
     Path(f"{path}.md5").write_text(f"MD5({name or Path(path).name})= {digest}\n")
 
 
-def test_downloads_through_file_urls_are_checked_against_pubmeds_md5_and_resume(baseline, tmp_path):
+def test_downloads_through_file_urls_are_checked_against_pubmeds_md5_and_resume(cli, baseline, tmp_path, monkeypatch):
     for path in baseline:
         md5_file(path)
     urls = [path.as_uri() for path in baseline]
@@ -165,9 +160,8 @@ def test_downloads_through_file_urls_are_checked_against_pubmeds_md5_and_resume(
     md5_file(baseline[1])
     baseline[1].write_bytes(baseline[1].read_bytes() + b"\n")
     fresh = tmp_path / "fresh-downloads"
-    done = subprocess.run([sys.executable, str(REPO / "train.py"), "corpus", "--pubmed", urls[1], "--out",
-                           str(tmp_path / "cli.txt"), "--download-dir", str(fresh), "--processes", "1"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    done = cli("corpus", "--pubmed", urls[1], "--out", tmp_path / "cli.txt", "--download-dir", fresh, "--processes", 1)
     assert done.returncode == 2 and not (tmp_path / "cli.txt").exists()
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {fresh / baseline[1].name}: MD5 ")
     # a local file with a .md5 beside it is checked too

@@ -347,16 +347,6 @@ def test_squad_scores_are_the_official_average(word_tokenizer):
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI
-def run_cli(*args, stdin=None):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parent.parent
-    return subprocess.run([sys.executable, str(repo / "train.py"), *map(str, args)], cwd=repo, capture_output=True,
-                          text=True, timeout=300, input=stdin)
-
-
 def write_squad(path, examples):
     paragraphs = [{"context": e.context, "qas": [{"id": e.id, "question": e.question, "answers": [
         {"text": text, "answer_start": start} for text, start in e.answers]}]} for e in examples]
@@ -364,7 +354,7 @@ def write_squad(path, examples):
     return path
 
 
-def test_cli_finetune_evaluate_predict_qa(tmp_path, data_dir, tiny_init):
+def test_cli_finetune_evaluate_predict_qa(cli, tmp_path, data_dir, tiny_init):
     train = write_squad(tmp_path / "bioasq-train.json", benchmarks.read_squad(data_dir / BIOASQ_TRAIN)[:8])
     batch = tmp_path / "batches"
     batch.mkdir()
@@ -373,7 +363,7 @@ def test_cli_finetune_evaluate_predict_qa(tmp_path, data_dir, tiny_init):
     golden = data_dir / "qa/bioasq-7b/7B1_golden.json"
     (batch / "7B1_golden.json").write_text(golden.read_text())
     out = tmp_path / "run"
-    result = run_cli("finetune", "--task", "qa", "--data", train, "--eval-data", batch, "--init", tiny_init,
+    result = cli("finetune", "--task", "qa", "--data", train, "--eval-data", batch, "--init", tiny_init,
                      "--out", out, "--epochs", 1, "--max-length", 128, "--seeds", 2)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| 1 | SACC | 44.62 |" in result.stdout and "factoid questions without a snippet" in result.stderr
@@ -383,11 +373,11 @@ def test_cli_finetune_evaluate_predict_qa(tmp_path, data_dir, tiny_init):
     assert (out / "summary.md").read_text() == qa.qa_table(json.loads((out / "summary.json").read_text())["test"], 2)
 
     model = out / "seed_0" / "best"
-    result = run_cli("evaluate", "--model", model, "--data", test_file, "--golden", golden)
+    result = cli("evaluate", "--model", model, "--data", test_file, "--golden", golden)
     assert result.returncode == 0 and "batch 1: SAcc/LAcc/MRR" in result.stdout, result.stderr[-2000:]
-    result = run_cli("evaluate", "--model", model, "--data", train)  # a file with answers: SQuAD EM/F1
+    result = cli("evaluate", "--model", model, "--data", train)  # a file with answers: SQuAD EM/F1
     assert result.returncode == 0 and "EM/F1" in result.stdout, result.stderr[-2000:]
-    result = run_cli("predict", "--model", model, "--question", "Which syndrome is it?",
+    result = cli("predict", "--model", model, "--question", "Which syndrome is it?",
                      stdin="Acrokeratosis paraneoplastica (Bazex syndrome): report of a case.")
     assert result.returncode == 0, result.stderr[-2000:]
     printed = result.stdout.strip().split("\n")
@@ -401,7 +391,7 @@ def test_cli_finetune_evaluate_predict_qa(tmp_path, data_dir, tiny_init):
                  ("evaluate", "--model", model, "--data", test_file),  # no answers, no golden file
                  ("finetune", "--task", "qa", "--data", bad, "--init", tiny_init, "--out", tmp_path / "none"),
                  ("predict", "--model", model)]:
-        result = run_cli(*case, stdin="some text")
+        result = cli(*case, stdin="some text")
         assert result.returncode == 2, (case, result.stderr[-1500:])
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
         assert case[-1] != bad or "bad.json:2: not valid JSON" in result.stderr

@@ -8,8 +8,6 @@ import json
 import math
 import random
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,6 @@ import tasks
 from tokenizer import InputError
 
 transformers = pytest.importorskip("transformers")
-REPO = Path(__file__).resolve().parent.parent
 VOCAB = 120
 HF_CLASSES = {"ner": "ElectraForTokenClassification", "re": "ElectraForSequenceClassification",
               "qa": "ElectraForQuestionAnswering"}
@@ -285,11 +282,6 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_pa
 
 
 # ---------------------------------------------------------------------------------------------------- the CLI
-def run_cli(*args, stdin=None):
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, input=stdin)
-
-
 def small_re_folder(data_dir, folder):
     """Train/dev/test from the first rows of ChemProt's BLUE dev file (the only BLUE ChemProt file here)."""
     lines = (data_dir / "re" / "chemprot" / "dev.csv").read_text(encoding="utf-8-sig").splitlines()
@@ -302,7 +294,7 @@ def small_re_folder(data_dir, folder):
 
 
 @pytest.mark.parametrize("task", ["ner", "re"])
-def test_cli_finetune_evaluate_predict(tmp_path, data_dir, tiny_init, task):
+def test_cli_finetune_evaluate_predict(cli, tmp_path, data_dir, tiny_init, task):
     if task == "ner":
         folder = tmp_path / "NCBI-disease"
         folder.mkdir()
@@ -314,7 +306,7 @@ def test_cli_finetune_evaluate_predict(tmp_path, data_dir, tiny_init, task):
         folder = small_re_folder(data_dir, tmp_path / "chemprot")
         test_file = folder / "test.tsv"
     out = tmp_path / "run"
-    result = run_cli("finetune", "--task", task, "--data", folder, "--init", tiny_init, "--out", out, "--epochs", 2,
+    result = cli("finetune", "--task", task, "--data", folder, "--init", tiny_init, "--out", out, "--epochs", 2,
                      "--max-train-examples", 16, "--batch-size", 8, "--seeds", 2)
     assert result.returncode == 0, result.stderr[-2000:]
     for seed in (0, 1):
@@ -329,11 +321,11 @@ def test_cli_finetune_evaluate_predict(tmp_path, data_dir, tiny_init, task):
     model = getattr(transformers, HF_CLASSES[task]).from_pretrained(out / "seed_0" / "best")
     assert list(model.config.id2label.values()) == saved["labels"]
 
-    result = run_cli("evaluate", "--model", out / "seed_0" / "best", "--data", test_file)
+    result = cli("evaluate", "--model", out / "seed_0" / "best", "--data", test_file)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "precision" in result.stdout and ("Disease" in result.stdout or "CPR:" in result.stdout)
     text = "Occasional missense mutations in ATM were also found in tumour DNA .\n\nSecond line ."
-    result = run_cli("predict", "--model", out / "seed_0" / "best", stdin=text)
+    result = cli("predict", "--model", out / "seed_0" / "best", stdin=text)
     assert result.returncode == 0, result.stderr[-2000:]
     printed = result.stdout.rstrip("\n").split("\n")
     assert len(printed) == 3
@@ -346,7 +338,7 @@ def test_cli_finetune_evaluate_predict(tmp_path, data_dir, tiny_init, task):
         assert [re.sub(r"\[\[(.*?)\]\]/Disease", r"\1", line) for line in printed] == text.split("\n")
 
 
-def test_cli_bad_inputs_are_one_line_and_exit_2(tmp_path, data_dir, tiny_init):
+def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_init):
     folder = tmp_path / "ner"
     folder.mkdir()
     sentences = ncbi_sentences(data_dir, 5)
@@ -369,7 +361,7 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(tmp_path, data_dir, tiny_init):
     latin1.write_bytes("Caf\xe9 au lait .".encode("latin-1"))
     cases.append(("predict", "--model", model_dir, latin1))
     for case in cases:
-        result = run_cli(*case)
+        result = cli(*case)
         assert result.returncode == 2, (case, result.stderr[-1500:])
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
         if case[-1] == other:  # the unknown tag is named with its file and line
