@@ -48,16 +48,21 @@ class AdamWeightDecay(torch.optim.Optimizer):
     def __init__(self, param_groups, betas=(0.9, 0.999), eps=1e-6):
         super().__init__(param_groups, dict(betas=betas, eps=eps, weight_decay=0.0, lr_scale=1.0))
 
+    def init_state(self, params=None):
+        """Adam's zero moments for `params` (default: every parameter) that have none yet. Pre-training makes them all
+        before step 1 (on XLA the first step is then the same program as every later one: compiled once, not twice)."""
+        for param in params if params is not None else (p for group in self.param_groups for p in group["params"]):
+            if not self.state[param]:
+                self.state[param]["exp_avg"] = torch.zeros_like(param)
+                self.state[param]["exp_avg_sq"] = torch.zeros_like(param)
+
     def step(self, lr):
         with torch.no_grad():  # a context, not @torch.no_grad(): mutmut leaves decorated functions untested
             for group in self.param_groups:
                 params = [param for param in group["params"] if param.grad is not None]
                 if not params:
                     continue
-                for param in params:
-                    if not self.state[param]:
-                        self.state[param]["exp_avg"] = torch.zeros_like(param)
-                        self.state[param]["exp_avg_sq"] = torch.zeros_like(param)
+                self.init_state(params)
                 grads = [param.grad for param in params]
                 exp_avgs = [self.state[param]["exp_avg"] for param in params]
                 exp_avg_sqs = [self.state[param]["exp_avg_sq"] for param in params]
@@ -165,6 +170,24 @@ def sync(device):
         torch_xla.sync()
 
 
+def device_scalar(value, device):
+    """`value` as a 0-d float32 tensor on `device`, sent from the host as data. torch_xla makes a 0-d host tensor that
+    holds exactly 0 or 1 a constant of the graph instead: the first step's learning rate is 0 under warm-up, and a
+    step with a constant in it is a program of its own, compiled once more. Sent as a 1-element vector, it is data."""
+    return torch.tensor([value], dtype=torch.float32).to(device)[0]
+
+
+def replicated(tensor, mesh):
+    """`tensor`, marked replicated over the XLA SPMD `mesh` (None: no SPMD, nothing done): the sharding with which a
+    step's outputs come back. A step whose inputs were made on the host or by a graph of their own then reads them as
+    every later step reads the previous step's outputs: the same program, not one compiled again for step 2."""
+    if mesh is not None:
+        import torch_xla.distributed.spmd as xs
+
+        xs.mark_sharding(tensor, mesh, (None,) * tensor.ndim)
+    return tensor
+
+
 def seed_everything(seed, device):
     """Seed the generator that masking, sampling and dropout draw from (XLA has a generator of its own)."""
     torch.manual_seed(seed)
@@ -175,7 +198,7 @@ def seed_everything(seed, device):
 
 
 def xla_compiles(device):
-    """How many XLA graphs were compiled so far: it must stop growing after the first two steps."""
+    """How many XLA graphs were compiled so far: none after step 1 (README "Devices")."""
     if device.type != "xla":
         return None
     import torch_xla.debug.metrics as met

@@ -29,10 +29,10 @@ import qa
 import reproduce
 import tasks
 from electramed import ElectraForPretraining, load_pretrained, preset, roc_auc, save_pretrained
-from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, latest_checkpoint,
+from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, device_scalar, latest_checkpoint,
                      latest_valid_checkpoint, linear_schedule, load_checkpoint, parameter_groups,
-                     remove_stale_temporaries, save_atomic, seed_everything, setup_runtime, step_seed, sync, to_cpu,
-                     to_host, xla_compiles)
+                     remove_stale_temporaries, replicated, save_atomic, seed_everything, setup_runtime, step_seed, sync,
+                     to_cpu, to_host, xla_compiles)
 from tokenizer import SPECIAL_TOKENS, InputError, WordPieceTokenizer, read_vocab, train_vocab, write_vocab
 
 PUBMED_HELP = """no pre-training text: pass --corpus with files or folders of PubMed text, e.g.
@@ -239,12 +239,8 @@ def pretrain(args):
         log = MetricsLog(out, step)  # metrics.jsonl (+ TensorBoard); keeps only what the resumed state has seen
 
     def save_checkpoint(step):  # every process calls it: under torchrun the log window is averaged over them
-        window_sums = sums
-        if runtime.world_size > 1 and sums:  # each process resumes from the mean: the mean of the next line is exact
-            names = sorted(sums)
-            total = torch.stack([sums[k] for k in names])
-            torch.distributed.all_reduce(total)
-            window_sums = dict(zip(names, (total / runtime.world_size).unbind()))
+        # each process resumes from the mean of the processes' windows: the mean of the next line is then exact
+        window_sums = {} if sums is None else dict(zip(names, process_mean(sums, runtime).unbind()))
         if runtime.is_main:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                      "pretrain": asdict(config), "model_config": asdict(model.config), "vocab_sha1": vocab_sha1,
@@ -267,12 +263,22 @@ def pretrain(args):
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and args.bf16)
     accumulation = config.accumulation_steps
     model.train()
+    # XLA: everything a step reads is device data before step 1 (Adam's moments and `finite` made and synced here;
+    # `lr` and the log window's zeros sent from the host, see runtime.device_scalar), never a constant traced into the
+    # step, and under SPMD it is sharded as the step's outputs are: step 1 is then the same program as every later
+    # step, compiled once, not twice
+    optimizer.init_state()
     finite = torch.ones((), dtype=torch.bool, device=device)  # checked on the host only when logging or saving
-    sums, count, tokens, last_time, record = {}, 0, 0, time.perf_counter(), None
+    sync(device)
+    for tensor in [*model.parameters(), *(t for state in optimizer.state.values() for t in state.values()), finite]:
+        replicated(tensor, runtime.mesh)
+    # the log window: the sums of the steps' 0-d outputs (losses, accuracies) in the order of `names`, on the device
+    sums, names, count, tokens, last_time, record = None, [], 0, 0, time.perf_counter(), None
     bar = tqdm(total=config.train_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True,
                disable=not runtime.is_main)
-    if window:  # the steps since the last log line, before the checkpoint (when --save-every is not a multiple)
-        sums = {k: v.to(device) for k, v in window["sums"].items()}
+    if window and window["sums"]:  # the steps since the last log line, before the checkpoint (--save-every is not a
+        names = sorted(window["sums"])  # multiple of --log-every)
+        sums = replicated(torch.stack([window["sums"][k] for k in names]).to(device), runtime.mesh)
         count, tokens = window["count"], window["tokens"]
     stop = StopOnSignal()  # SIGINT / SIGTERM: finish the step, save, exit 130 / 143; a second Ctrl-C stops at once
     agree = None
@@ -282,17 +288,18 @@ def pretrain(args):
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
             return int(flag.item())
     for batch in stop.until_requested(batches, agree):
-        lr = torch.tensor(learning_rate_at(step, config), device=device)
+        lr = device_scalar(learning_rate_at(step, config), device)
         micro_batches = [{k: v.chunk(accumulation)[micro].to(device) for k, v in batch.items()}
                          for micro in range(accumulation)]  # gradient accumulation: batch 256 on a small machine
         seeds = None if device.type == "xla" else [  # XLA's generator advances inside the compiled step instead
             step_seed(config.seed, step, runtime.rank * accumulation + micro) for micro in range(accumulation)]
         outputs = train_step(model, step_model, optimizer, micro_batches, lr, config.clip_norm, seeds, autocast,
                              distributed=runtime.world_size > 1)
+        names = sorted(name for name, value in outputs[0].items() if value.ndim == 0)
+        if sums is None:  # a new window: zeros sent from the host (data, not a constant of the step's graph)
+            sums = replicated(torch.zeros(len(names)).to(device), runtime.mesh)
         for micro_outputs in outputs:
-            for name, value in micro_outputs.items():
-                if value.ndim == 0:
-                    sums[name] = sums.get(name, 0) + value.float()
+            sums = sums + torch.stack([micro_outputs[name].float() for name in names])
             finite &= torch.isfinite(micro_outputs["loss"])
         last_outputs = outputs[-1]  # its per-token disc_logits/disc_labels give the AUC at log time, on the host
         count += accumulation
@@ -302,19 +309,12 @@ def pretrain(args):
         bar.update(1)
         if step % args.log_every == 0 or step == config.train_steps:
             check_finite(finite, step, checkpoints, runtime)
-            names = sorted(sums)
-            values = torch.stack([sums[k] for k in names]) / count
-            if runtime.world_size > 1:  # log the average over all processes
-                torch.distributed.all_reduce(values)
-                values /= runtime.world_size
-            now = time.perf_counter()
+            values = process_mean(sums, runtime).tolist()  # the processes' mean; divided by `count` on the host: no
+            now = time.perf_counter()  # graph for XLA to compile (a division by 1 would be another graph)
             record = {"step": step, "lr": learning_rate_at(step - 1, config),
-                      **{k: round(v, 6) for k, v in zip(names, values.tolist())},
+                      **{k: round(v / count, 6) for k, v in zip(names, values)},
                       "tokens_per_s": round(tokens / (now - last_time), 1)}
-            # the next window starts from zeros already on the device, not from {}: a step that adds to the number 0
-            # would be a graph of its own, compiled once more after the first log line (XLA)
-            sums = {k: torch.zeros_like(v) for k, v in sums.items()}
-            sync(device)
+            sums = None
             if "disc_logits" in last_outputs:
                 record.update(discriminator_progress(last_outputs, record))
             if device.type == "xla":
@@ -397,6 +397,15 @@ def discriminator_progress(outputs, record):
     base_rate = -(share * math.log(share) + (1 - share) * math.log(1 - share))
     return {"disc_auc": None if math.isnan(auc) else round(auc, 6),
             "disc_gain": round(base_rate - record["disc_loss"], 6)}
+
+
+def process_mean(tensor, runtime):
+    """The mean of `tensor` over the torchrun processes (`tensor` itself in a single process)."""
+    if runtime.world_size == 1:
+        return tensor
+    total = tensor.clone()
+    torch.distributed.all_reduce(total)
+    return total / runtime.world_size
 
 
 def check_finite(finite, step, checkpoints, runtime):

@@ -224,6 +224,23 @@ def test_optimizer_lr_scale_per_group_and_untouched_parameters_without_grad():
     assert torch.equal(frozen.detach(), start_frozen) and frozen not in optimizer.state
 
 
+def test_optimizer_state_made_up_front_is_the_state_the_first_step_would_make():
+    """train.py makes Adam's moments before step 1 (one XLA program for every step): the same zeros, the same step."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    twin = copy.deepcopy(model)
+    early, lazy = (runtime.AdamWeightDecay(runtime.parameter_groups(m, 0.01)) for m in (model, twin))
+    early.init_state()
+    assert [set(early.state[p]) for p in model.parameters()] == [{"exp_avg", "exp_avg_sq"}] * 4
+    assert all(not tensor.any() for state in early.state.values() for tensor in state.values())
+    for m, optimizer in ((model, early), (twin, lazy)):
+        m(torch.randn(2, 4, generator=torch.Generator().manual_seed(1))).pow(2).sum().backward()
+        optimizer.step(runtime.device_scalar(0.1, torch.device("cpu")))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+    lr = runtime.device_scalar(0.0, torch.device("cpu"))  # torch_xla would make a 0-d zero a constant: sent as data
+    assert lr.ndim == 0 and lr.dtype == torch.float32 and lr.item() == 0.0
+
+
 def test_linear_schedule_edges():
     # ELECTRA: lr * (1 - t/T) * min(1, t/warmup); no warm-up -> the decay alone; past T -> 0, never negative
     assert runtime.linear_schedule(0, 2.0, 100, 0) == 2.0
