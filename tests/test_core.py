@@ -230,6 +230,9 @@ def test_optimizer_state_made_up_front_is_the_state_the_first_step_would_make():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
     twin = copy.deepcopy(model)
     early, lazy = (runtime.AdamWeightDecay(runtime.parameter_groups(m, 0.01)) for m in (model, twin))
+    first = next(model.parameters())
+    early.init_state([first])  # as step() calls it: the parameters that have a gradient, and no others
+    assert list(early.state) == [first]
     early.init_state()
     assert [set(early.state[p]) for p in model.parameters()] == [{"exp_avg", "exp_avg_sq"}] * 4
     assert all(not tensor.any() for state in early.state.values() for tensor in state.values())
