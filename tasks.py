@@ -34,8 +34,8 @@ import metrics
 import qa
 from electramed import (Embeddings, Encoder, Layer, dropout, load_hf_weights, load_pretrained, read_hf_config,
                         save_hf)
-from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, linear_schedule, load_checkpoint, save_atomic,
-                     seed_everything, setup_runtime, step_seed, sync, to_cpu)
+from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, device_scalar, linear_schedule, load_checkpoint,
+                     save_atomic, seed_everything, setup_runtime, step_seed, sync, to_cpu)
 from tokenizer import InputError, WordPieceTokenizer
 
 ARCHITECTURES = {"ner": "ElectraForTokenClassification", "re": "ElectraForSequenceClassification",
@@ -500,6 +500,8 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
         optimizer.load_state_dict(state["optimizer"])
         best, step, loss_sum, first_epoch = state["best"], state["step"], state["loss_sum"], state["epoch"]
         print(f"resumed from {checkpoint} at step {step} of {train_steps}")
+    optimizer.init_state()  # Adam's moments before step 1, as in pre-training: XLA compiles step 1 with the others
+    sync(device)
     log = MetricsLog(out, step)
     stop = StopOnSignal()
     for epoch in range(first_epoch, config.epochs + 1):
@@ -514,7 +516,7 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
             lr = linear_schedule(step, config.learning_rate, train_steps, warmup_steps)
             if device.type != "xla":  # XLA's generator advances inside the compiled step instead
                 torch.manual_seed(step_seed(config.seed, step, 0))
-            loss_sum += train_step(model, optimizer, batch, torch.tensor(lr, device=device), config.clip_norm).item()
+            loss_sum += train_step(model, optimizer, batch, device_scalar(lr, device), config.clip_norm).item()
             sync(device)
             step += 1
             bar.set_postfix(loss=f"{loss_sum / (step - (epoch - 1) * steps_per_epoch):.4f}", lr=f"{lr:.2e}")
