@@ -240,7 +240,8 @@ def pretrain(args):
 
     def save_checkpoint(step):  # every process calls it: under torchrun the log window is averaged over them
         # each process resumes from the mean of the processes' windows: the mean of the next line is then exact
-        window_sums = {} if sums is None else dict(zip(names, process_mean(sums, runtime).unbind()))
+        # (read back whole and split on the host: slicing the device vector would compile a graph per slice on XLA)
+        window_sums = {} if sums is None else dict(zip(names, to_host(process_mean(sums, runtime)).unbind()))
         if runtime.is_main:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                      "pretrain": asdict(config), "model_config": asdict(model.config), "vocab_sha1": vocab_sha1,
@@ -265,12 +266,12 @@ def pretrain(args):
     model.train()
     # XLA: everything a step reads is device data before step 1 (Adam's moments and `finite` made and synced here;
     # `lr` and the log window's zeros sent from the host, see runtime.device_scalar), never a constant traced into the
-    # step, and under SPMD it is sharded as the step's outputs are: step 1 is then the same program as every later
-    # step, compiled once, not twice
+    # step, and under SPMD the parameters and moments are marked replicated, as the step gives them back: step 1 is
+    # then the same program as every later step, compiled once, not twice (tests/test_distributed.py)
     optimizer.init_state()
     finite = torch.ones((), dtype=torch.bool, device=device)  # checked on the host only when logging or saving
     sync(device)
-    for tensor in [*model.parameters(), *(t for state in optimizer.state.values() for t in state.values()), finite]:
+    for tensor in [*model.parameters(), *(t for state in optimizer.state.values() for t in state.values())]:
         replicated(tensor, runtime.mesh)
     # the log window: the sums of the steps' 0-d outputs (losses, accuracies) in the order of `names`, on the device
     sums, names, count, tokens, last_time, record = None, [], 0, 0, time.perf_counter(), None
@@ -278,7 +279,7 @@ def pretrain(args):
                disable=not runtime.is_main)
     if window and window["sums"]:  # the steps since the last log line, before the checkpoint (--save-every is not a
         names = sorted(window["sums"])  # multiple of --log-every)
-        sums = replicated(torch.stack([window["sums"][k] for k in names]).to(device), runtime.mesh)
+        sums = torch.stack([window["sums"][k] for k in names]).to(device)
         count, tokens = window["count"], window["tokens"]
     stop = StopOnSignal()  # SIGINT / SIGTERM: finish the step, save, exit 130 / 143; a second Ctrl-C stops at once
     agree = None
@@ -297,7 +298,7 @@ def pretrain(args):
                              distributed=runtime.world_size > 1)
         names = sorted(name for name, value in outputs[0].items() if value.ndim == 0)
         if sums is None:  # a new window: zeros sent from the host (data, not a constant of the step's graph)
-            sums = replicated(torch.zeros(len(names)).to(device), runtime.mesh)
+            sums = torch.zeros(len(names)).to(device)
         for micro_outputs in outputs:
             sums = sums + torch.stack([micro_outputs[name].float() for name in names])
             finite &= torch.isfinite(micro_outputs["loss"])
