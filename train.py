@@ -1,15 +1,21 @@
-"""The command line: build data, pre-train ELECTRAMed, export it.
+"""The command line: build data, pre-train ELECTRAMed, export it, fine-tune and evaluate it.
 
     python train.py pretrain --corpus PUBMED_DIR --device xla      # the main job: vocab + shards + pre-training
     python train.py prepare --corpus PUBMED_DIR --vocab vocab.txt --out shards/
     python train.py vocab --corpus PUBMED_DIR --out vocab.txt
     python train.py export --checkpoint runs/pretrain/checkpoints/step_0001000.pt --out electramed-hf/
     python train.py corpus --pubmed pubmed25n0001.xml.gz ... --out pubmed.txt   # PubMed XML -> the paper's corpus
+    python train.py finetune --task ner --data NCBI_DIR --init runs/pretrain/electramed-hf --out runs/ncbi --seeds 3
+    python train.py evaluate --model runs/ncbi/seed_0/best --data NCBI_DIR/test.txt
+    echo "Mutations in BRCA1 cause breast cancer ." | python train.py predict --model runs/ncbi/seed_0/best
+    python train.py reproduce --init runs/pretrain/electramed-hf --out runs/tables   # the paper's Tables 7-9
 
 Pre-training follows ELECTRA (Clark et al. 2020; google-research/electra run_pretraining.py and
 model/optimization.py) with the ELECTRAMed hyper-parameters (Miolo et al. 2021, Table 1) as the `base` defaults:
 Adam without bias correction, decoupled weight decay 0.01 (not on LayerNorm or biases), global-norm clipping 1.0,
-learning rate = peak x linear decay to 0 x warm-up ramp, applied together from step 0.
+learning rate = peak x linear decay to 0 x warm-up ramp, applied together from step 0. Fine-tuning (tasks.py) takes
+the paper's Table 5 settings for its task (NER/RE: lr 5e-5, batch 32, length 128, layer-wise decay 0.8; SQuAD and
+BioASQ their own columns) and the official code's epochs and warm-up share.
 """
 import argparse
 import json
