@@ -39,6 +39,20 @@ def bert_vocab(data_dir) -> Path:
 
 
 @pytest.fixture
+def tiny_init(tmp_path, scivocab):
+    """A `tiny` model with seeded random weights and SciVocab, saved as our pre-training exports it (HuggingFace
+    directories): the --init of the fine-tuning tests."""
+    import torch
+
+    import electramed as em
+
+    torch.manual_seed(0)
+    model = em.ElectraForPretraining(em.preset("tiny", vocab_size=31090, **em._special_ids(scivocab.parent)))
+    em.save_pretrained(model, tmp_path / "init", vocab_path=scivocab)
+    return tmp_path / "init"
+
+
+@pytest.fixture
 def cli(capsys, monkeypatch):
     """`python train.py ARGS` run in this process, as train.main: -> CompletedProcess(args, exit code, stdout, stderr).
     In-process saves the ~2 s a fresh interpreter takes to import torch; that `python train.py` turns main's return

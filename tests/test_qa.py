@@ -260,16 +260,6 @@ def test_bioasq_pooling():
 
 
 # --------------------------------------------------------------------------------------------------- fine-tuning
-@pytest.fixture
-def tiny_init(tmp_path, scivocab):
-    import electramed as em
-
-    torch.manual_seed(0)
-    model = em.ElectraForPretraining(em.preset("tiny", vocab_size=31090, **em._special_ids(scivocab.parent)))
-    em.save_pretrained(model, tmp_path / "init", vocab_path=scivocab)
-    return tmp_path / "init"
-
-
 def golden_of(examples):
     """A BioASQ golden dict made from the snippets' own answers (each question's snippet answers as synonyms)."""
     golden = {}

@@ -4,10 +4,14 @@ References: transformers' ElectraFor{TokenClassification,SequenceClassification,
 must load there with our logits, and theirs in ours); the learning rate of every parameter is re-derived from the
 optimizer's first step (Adam without bias correction); windowing is checked on random long sentences.
 """
+import importlib.util
 import json
 import math
+import os
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,7 @@ import tasks
 from tokenizer import InputError
 
 transformers = pytest.importorskip("transformers")
+REPO = Path(__file__).resolve().parent.parent
 VOCAB = 120
 HF_CLASSES = {"ner": "ElectraForTokenClassification", "re": "ElectraForSequenceClassification",
               "qa": "ElectraForQuestionAnswering"}
@@ -225,15 +230,6 @@ def write_ner(path, sentences):
     path.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in zip(*s)) for s in sentences) + "\n")
 
 
-@pytest.fixture
-def tiny_init(tmp_path, scivocab):
-    torch.manual_seed(0)
-    tokenizer_ids = em._special_ids(scivocab.parent)
-    model = em.ElectraForPretraining(em.preset("tiny", vocab_size=31090, **tokenizer_ids))
-    em.save_pretrained(model, tmp_path / "init", vocab_path=scivocab)
-    return tmp_path / "init"
-
-
 def test_tiny_model_overfits_20_ncbi_sentences(tmp_path, data_dir, tiny_init):
     sentences = ncbi_sentences(data_dir)
     splits = {"train": sentences, "dev": sentences, "test": sentences}
@@ -367,3 +363,31 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
         if case[-1] == other:  # the unknown tag is named with its file and line
             assert f"{other}:1: tag 'B-Chemical' is not among the model's labels" in result.stderr
     assert not out.exists()  # nothing written before the inputs validate
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch_xla") is None and os.environ.get("CI") != "true",
+                    reason="torch_xla is not installed (pip install -e '.[xla]')")
+def test_finetuning_on_xla_computes_what_cpu_computes(cli, tmp_path, data_dir, tiny_init):
+    """Without dropout nothing is drawn at random after the head's initialisation (on the host, from the seed), so
+    fine-tuning on the XLA CPU device (batches padded to --max-length, one compiled program per batch shape) trains
+    what eager CPU torch trains (batches padded to their longest): the same losses, up to float32 rounding."""
+    folder = tmp_path / "NCBI-disease"
+    folder.mkdir()
+    for name in ("train", "dev", "test"):
+        write_ner(folder / f"{name}.txt", ncbi_sentences(data_dir, 30))
+    command = ["finetune", "--task", "ner", "--data", folder, "--init", tiny_init, "--epochs", 3, "--batch-size", 8,
+               "--dropout", 0, "--learning-rate", 5e-3]
+    assert cli(*command, "--out", tmp_path / "cpu").returncode == 0
+    xla = subprocess.run([sys.executable, str(REPO / "train.py"), *map(str, command), "--out", str(tmp_path / "xla"),
+                          "--device", "xla"], env={**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": "1"},
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert xla.returncode == 0, xla.stderr[-3000:]
+    on_cpu, on_xla = ([json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+                      for run in ("cpu", "xla"))
+    assert [r["epoch"] for r in on_xla] == [1, 2, 3] and on_cpu[-1]["dev_f1"] > 0.5  # it learns
+    for a, b in zip(on_cpu, on_xla):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4), a["epoch"]
+        # entity scores are counts: a token whose two largest logits differ by rounding alone may flip, no more
+        assert b["dev_f1"] == pytest.approx(a["dev_f1"], abs=0.05), a["epoch"]
+    tested = [json.loads((tmp_path / run / "result.json").read_text())["test"]["f1"] for run in ("cpu", "xla")]
+    assert tested[1] == pytest.approx(tested[0], abs=0.05)
