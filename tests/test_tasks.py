@@ -374,7 +374,7 @@ def test_finetuning_on_xla_computes_what_cpu_computes(cli, tmp_path, data_dir, t
     folder = tmp_path / "NCBI-disease"
     folder.mkdir()
     for name in ("train", "dev", "test"):
-        write_ner(folder / f"{name}.txt", ncbi_sentences(data_dir, 30))
+        write_ner(folder / f"{name}.txt", ncbi_sentences(data_dir, 32))  # 4 batches of 8: one shape to compile
     command = ["finetune", "--task", "ner", "--data", folder, "--init", tiny_init, "--epochs", 3, "--batch-size", 8,
                "--dropout", 0, "--learning-rate", 5e-3]
     assert cli(*command, "--out", tmp_path / "cpu").returncode == 0
