@@ -35,7 +35,7 @@ import qa
 from electramed import (Embeddings, Encoder, Layer, dropout, load_hf_weights, load_pretrained, read_hf_config,
                         save_hf)
 from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, device_scalar, linear_schedule, load_checkpoint,
-                     save_atomic, seed_everything, setup_runtime, step_seed, sync, to_cpu)
+                     save_atomic, seed_everything, setup_runtime, step_seed, sync, to_cpu, xla_compiles)
 from tokenizer import InputError, WordPieceTokenizer
 
 ARCHITECTURES = {"ner": "ElectraForTokenClassification", "re": "ElectraForSequenceClassification",
@@ -533,6 +533,8 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
             if examples["dev"] else {}
         record = {"epoch": epoch, "step": step, "train_loss": round(loss_sum / steps_per_epoch, 6),
                   **{f"dev_{k}": round(v, 6) for k, v in dev.items() if isinstance(v, float)}}
+        if device.type == "xla":  # a running total: every shape is compiled in epoch 1, nothing after
+            record["xla_compiles"] = xla_compiles(device)
         log.write(record)
         loss_sum = 0.0
         print(f"epoch {epoch}: train loss {record['train_loss']:.4f}" + (f", dev {score_text(dev)}" if dev else ""))
