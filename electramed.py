@@ -426,8 +426,8 @@ def _to_hf(network: nn.Module) -> dict:
     state = {}
     for key, tensor in network.state_dict().items():
         name = _hf_name(key, network)
-        if ".qkv." in name:  # fused [3H, H] -> query, key, value [H, H] each: views of the tensor on the host (on
-            for part, chunk in zip(_QKV, tensor.cpu().chunk(3)):  # XLA each slice of it would be a graph to compile)
+        if ".qkv." in name:  # fused [3H, H] -> query, key, value [H, H] each, views of the tensor on the host
+            for part, chunk in zip(_QKV, tensor.cpu().chunk(3)):  # (on XLA, each slice would be a graph to compile)
                 state[name.replace(".qkv.", f".attention.self.{part}.")] = chunk
         else:
             state[name] = tensor

@@ -517,8 +517,10 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
             if device.type != "xla":  # XLA's generator advances inside the compiled step instead
                 torch.manual_seed(step_seed(config.seed, step, 0))
             loss = train_step(model, optimizer, batch, device_scalar(lr, device), config.clip_norm)
-            sync(device)  # XLA: the whole step runs as one graph before its loss is read (read first, the forward ran
-            loss_sum += loss.item()  # alone as a graph of its own, then again inside the step's)
+            # XLA: the whole step runs as one graph before its loss is read (read first, the forward would run alone
+            # as a graph of its own, then again inside the step's)
+            sync(device)
+            loss_sum += loss.item()
             step += 1
             bar.set_postfix(loss=f"{loss_sum / (step - (epoch - 1) * steps_per_epoch):.4f}", lr=f"{lr:.2e}")
         if stop.requested:

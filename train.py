@@ -283,8 +283,9 @@ def pretrain(args):
     sums, names, count, tokens, last_time, record = None, [], 0, 0, time.perf_counter(), None
     bar = tqdm(total=config.train_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True,
                disable=not runtime.is_main)
-    if window and window["sums"]:  # the steps since the last log line, before the checkpoint (--save-every is not a
-        names = sorted(window["sums"])  # multiple of --log-every)
+    # the steps since the last log line, before the checkpoint (when --save-every is not a multiple of --log-every)
+    if window and window["sums"]:
+        names = sorted(window["sums"])
         sums = torch.stack([window["sums"][k] for k in names]).to(device)
         count, tokens = window["count"], window["tokens"]
     stop = StopOnSignal()  # SIGINT / SIGTERM: finish the step, save, exit 130 / 143; a second Ctrl-C stops at once
@@ -316,8 +317,10 @@ def pretrain(args):
         bar.update(1)
         if step % args.log_every == 0 or step == config.train_steps:
             check_finite(finite, step, checkpoints, runtime)
-            values = process_mean(sums, runtime).tolist()  # the processes' mean; divided by `count` on the host: no
-            now = time.perf_counter()  # graph for XLA to compile (a division by 1 would be another graph)
+            # the processes' mean, divided by `count` on the host: no graph for XLA to compile (a division by 1 would
+            # be another graph)
+            values = process_mean(sums, runtime).tolist()
+            now = time.perf_counter()
             record = {"step": step, "lr": learning_rate_at(step - 1, config),
                       **{k: round(v / count, 6) for k, v in zip(names, values)},
                       "tokens_per_s": round(tokens / (now - last_time), 1)}
