@@ -197,13 +197,15 @@ def seed_everything(seed, device):
         xm.set_rng_state(seed)
 
 
-def xla_compiles(device):
-    """How many XLA graphs were compiled so far: none after step 1 (README "Devices")."""
+def xla_count(device, metric):
+    """How many times torch_xla recorded `metric` in this process (None off XLA): "CompileTime", the graphs compiled
+    (none after step 1, README "Devices"); "TransferFromDeviceTime", the reads of device data on the host (each waits
+    for the device to finish what it was given)."""
     if device.type != "xla":
         return None
     import torch_xla.debug.metrics as met
 
-    return (met.metric_data("CompileTime") or [0])[0]
+    return (met.metric_data(metric) or [0])[0]
 
 
 def to_host(tensor):

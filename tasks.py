@@ -35,7 +35,7 @@ import qa
 from electramed import (Embeddings, Encoder, Layer, dropout, load_hf_weights, load_pretrained, read_hf_config,
                         save_hf)
 from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, device_scalar, linear_schedule, load_checkpoint,
-                     save_atomic, seed_everything, setup_runtime, step_seed, sync, to_cpu, xla_compiles)
+                     save_atomic, seed_everything, setup_runtime, step_seed, sync, to_cpu, xla_count)
 from tokenizer import InputError, WordPieceTokenizer
 
 ARCHITECTURES = {"ner": "ElectraForTokenClassification", "re": "ElectraForSequenceClassification",
@@ -431,6 +431,7 @@ def finetune_parameter_groups(model, layerwise_decay, weight_decay):
 
 
 FINETUNE_CHECKPOINT_KEYS = ("model", "optimizer", "step", "epoch", "best", "loss_sum", "labels", "finetune")
+LOSS_READ_EVERY = 10  # steps between the progress bar's readings of the running loss (each one a host sync)
 
 
 def subset(examples, limit):
@@ -510,6 +511,11 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1_000 + epoch))
         starts = range((step - (epoch - 1) * steps_per_epoch) * config.batch_size, len(train), config.batch_size)
         bar = tqdm(starts, desc=f"{task} epoch {epoch}/{config.epochs}", unit="batch", dynamic_ncols=True)
+        # the epoch's loss summed on the device, read on the host every LOSS_READ_EVERY steps only: a read waits for
+        # the step to finish, which on a TPU stalls the host's tracing of the next one. A [1] vector from the host,
+        # then each step's output: every step reads it as data, one program for all (runtime.device_scalar)
+        epoch_loss = torch.tensor([loss_sum], dtype=torch.float32).to(device)
+        reads_before = xla_count(device, "TransferFromDeviceTime")
         for start in stop.until_requested(bar):
             batch = collate([train[i] for i in order[start:start + config.batch_size].tolist()], pad_to(config, device))
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -517,12 +523,13 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
             if device.type != "xla":  # XLA's generator advances inside the compiled step instead
                 torch.manual_seed(step_seed(config.seed, step, 0))
             loss = train_step(model, optimizer, batch, device_scalar(lr, device), config.clip_norm)
-            # XLA: the whole step runs as one graph before its loss is read (read first, the forward would run alone
-            # as a graph of its own, then again inside the step's)
+            epoch_loss = epoch_loss + loss  # XLA: inside the step's graph, cut here
             sync(device)
-            loss_sum += loss.item()
             step += 1
-            bar.set_postfix(loss=f"{loss_sum / (step - (epoch - 1) * steps_per_epoch):.4f}", lr=f"{lr:.2e}")
+            if (done := step - (epoch - 1) * steps_per_epoch) % LOSS_READ_EVERY == 0:
+                bar.set_postfix(loss=f"{epoch_loss.item() / done:.4f}", lr=f"{lr:.2e}")
+        loss_sum = epoch_loss.item()
+        reads_after = xla_count(device, "TransferFromDeviceTime")  # None off XLA
         if stop.requested:
             bar.close()
             save_atomic({"model": to_cpu(model.state_dict()), "optimizer": to_cpu(optimizer.state_dict()),
@@ -536,7 +543,9 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
         record = {"epoch": epoch, "step": step, "train_loss": round(loss_sum / steps_per_epoch, 6),
                   **{f"dev_{k}": round(v, 6) for k, v in dev.items() if isinstance(v, float)}}
         if device.type == "xla":  # a running total: every shape is compiled in epoch 1, nothing after
-            record["xla_compiles"] = xla_compiles(device)
+            record["xla_compiles"] = xla_count(device, "CompileTime")
+            # this epoch's steps read the device once per LOSS_READ_EVERY steps and once at the end, not every step
+            record["xla_host_reads"] = reads_after - reads_before
         log.write(record)
         loss_sum = 0.0
         print(f"epoch {epoch}: train loss {record['train_loss']:.4f}" + (f", dev {score_text(dev)}" if dev else ""))

@@ -38,7 +38,7 @@ from electramed import ElectraForPretraining, load_pretrained, preset, roc_auc, 
 from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, device_scalar, latest_checkpoint,
                      latest_valid_checkpoint, linear_schedule, load_checkpoint, parameter_groups,
                      remove_stale_temporaries, replicated, save_atomic, seed_everything, setup_runtime, step_seed, sync,
-                     to_cpu, to_host, xla_compiles)
+                     to_cpu, to_host, xla_count)
 from tokenizer import SPECIAL_TOKENS, InputError, WordPieceTokenizer, read_vocab, train_vocab, write_vocab
 
 PUBMED_HELP = """no pre-training text: pass --corpus with files or folders of PubMed text, e.g.
@@ -328,7 +328,7 @@ def pretrain(args):
             if "disc_logits" in last_outputs:
                 record.update(discriminator_progress(last_outputs, record))
             if device.type == "xla":
-                record["xla_compiles"] = xla_compiles(device)
+                record["xla_compiles"] = xla_count(device, "CompileTime")
             if runtime.is_main:
                 log.write(record)
             shown = {"loss": "loss", "gen_acc": "gen_accuracy", "disc_auc": "disc_auc", "tok_s": "tokens_per_s"}

@@ -388,6 +388,8 @@ def test_finetuning_on_xla_computes_what_cpu_computes(cli, tmp_path, data_dir, t
     # every program (the training step, evaluation, the model's save after epoch 1's log line) is compiled once, in
     # epoch 1, none after: splitting the fused QKV weights on the device to save them added 3 per layer (before the fix)
     assert len({r["xla_compiles"] for r in on_xla}) == 1 and "xla_compiles" not in on_cpu[0]
+    # an epoch's 4 steps read the device once, for the epoch's loss at its end (reading each step's loss: 4)
+    assert [r["xla_host_reads"] for r in on_xla] == [1, 1, 1]
     for a, b in zip(on_cpu, on_xla):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4), a["epoch"]
         # entity scores are counts: a token whose two largest logits differ by rounding alone may flip, no more
