@@ -139,10 +139,24 @@ def save_finetuned(model, directory, labels, vocab_path):
     os.replace(temporary, directory)
 
 
+def check_not_a_run_folder(directory):
+    """A run folder of ours holds its model one level down (pretrain's OUT/electramed-hf, finetune's OUT/best,
+    --seeds' OUT/seed_0/best): passed where a model goes, say which folder to pass instead."""
+    try:
+        is_model = "architectures" in json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        is_model = False
+    inside = next((directory / name for name in ("electramed-hf", "best", "seed_0/best") if (directory / name).is_dir()),
+                  None)
+    if inside is not None and not is_model:
+        raise InputError(f"{directory}: a run folder, not a model directory: the model in it is {inside}")
+
+
 def load_finetuned(directory):
     """(model, labels, task) from our fine-tuned directory or a transformers-made ElectraFor{Token,Sequence}
     Classification / ElectraForQuestionAnswering one. Raises InputError if it is neither."""
     directory = Path(directory)
+    check_not_a_run_folder(directory)
     if (directory / "discriminator").is_dir():
         raise InputError(f"{directory}: a pre-trained model (discriminator/, generator/), not a fine-tuned one: "
                          "run `train.py finetune --init` on it first")
@@ -166,6 +180,7 @@ def load_init(directory):
     """(encoder, config) to fine-tune from: a pre-trained directory (ours or any transformers ELECTRA discriminator)
     or a fine-tuned one (SQuAD -> BioASQ); and the vocab.txt beside it."""
     directory = Path(directory)
+    check_not_a_run_folder(directory)
     # save_pretrained's layout: discriminator/ + generator/, or generator/ alone for an "mlm" model
     main = next((directory / net for net in ("discriminator", "generator") if (directory / net).is_dir()), directory)
     if not (main / "config.json").is_file():

@@ -10,6 +10,7 @@ import math
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -356,12 +357,26 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("Caf\xe9 au lait .".encode("latin-1"))
     cases.append(("predict", "--model", model_dir, latin1))
+    # a run folder where its model goes (a new user's first try): the error names the model folder inside it
+    pretrain_run, finetune_run = tmp_path / "pretrain-run", tmp_path / "finetune-run"
+    shutil.copytree(tiny_init, pretrain_run / "electramed-hf")
+    shutil.copytree(model_dir, finetune_run / "seed_0" / "best")
+    for run in (pretrain_run, finetune_run):  # beside the model, as pretrain and finetune write it: a run's config
+        (run / "config.json").write_text(json.dumps({"task": "ner", "finetune": {}}))
+    inside = {pretrain_run: pretrain_run / "electramed-hf", finetune_run: finetune_run / "seed_0" / "best"}
+    cases += [("finetune", "--task", "ner", "--data", folder, "--init", pretrain_run, "--out", out),
+              ("evaluate", "--model", finetune_run, "--data", folder / "test.txt"),
+              ("predict", "--model", finetune_run, folder / "test.txt")]
     for case in cases:
         result = cli(*case)
         assert result.returncode == 2, (case, result.stderr[-1500:])
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
         if case[-1] == other:  # the unknown tag is named with its file and line
             assert f"{other}:1: tag 'B-Chemical' is not among the model's labels" in result.stderr
+        run = next((path for path in case if path in inside), None)
+        if run is not None:
+            assert result.stderr == f"error: {run}: a run folder, not a model directory: the model in it is " \
+                                    f"{inside[run]}\n"
     assert not out.exists()  # nothing written before the inputs validate
 
 
