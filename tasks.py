@@ -576,6 +576,10 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     checkpoint.unlink(missing_ok=True)
     print(f"best epoch {best[0]}; test {score_text(test) if test else 'none'} -> {out / 'result.json'}")
+    if best[1] and best[1]["f1"] == 0:  # e.g. the quick start's tiny model at Table 5's learning rate
+        print("note: dev F1 was 0 in every epoch (no entity, relation or answer found): Table 5's learning rates are "
+              "for base; a small model needs a higher --learning-rate (tiny: 1e-3 with --epochs 10, README 'What we "
+              "measured on this 2-core CPU')", file=sys.stderr)
     return result
 
 

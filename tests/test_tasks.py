@@ -311,6 +311,8 @@ def test_cli_finetune_evaluate_predict(cli, tmp_path, data_dir, tiny_init, task)
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
         saved = json.loads((run / "result.json").read_text())
         assert {"precision", "recall", "f1", "table"} <= set(saved["test"]) and saved["labels"]
+    dev_f1 = [json.loads((out / f"seed_{seed}" / "result.json").read_text())["dev"]["f1"] for seed in (0, 1)]
+    assert result.stderr.count("note: dev F1 was 0 in every epoch") == dev_f1.count(0)  # see the test below
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seeds"] == [12345, 12346]
     table = (out / "summary.md").read_text()
@@ -333,6 +335,22 @@ def test_cli_finetune_evaluate_predict(cli, tmp_path, data_dir, tiny_init, task)
         assert all(line.split("\t")[0] in saved["labels"] for line in printed[::2])
     else:  # the line itself, entities wrapped as [[entity]]/Disease
         assert [re.sub(r"\[\[(.*?)\]\]/Disease", r"\1", line) for line in printed] == text.split("\n")
+
+
+def test_a_run_whose_dev_f1_stays_0_says_why(cli, tmp_path, data_dir, tiny_init):
+    """What a new user sees fine-tuning the quick start's tiny model at Table 5's learning rate: dev F1 0 in every
+    epoch, then a note on the learning rate. Made certain here with a dev set that has no entity to find."""
+    folder = tmp_path / "ner"
+    folder.mkdir()
+    sentences = ncbi_sentences(data_dir, 8)
+    write_ner(folder / "train.txt", sentences)
+    for name in ("dev", "test"):
+        write_ner(folder / f"{name}.txt", [(words, ["O"] * len(words)) for words, _ in sentences])
+    result = cli("finetune", "--task", "ner", "--data", folder, "--init", tiny_init, "--out", tmp_path / "run",
+                 "--epochs", 2, "--batch-size", 8)
+    assert result.returncode == 0, result.stderr[-2000:]
+    note = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert len(note) == 1 and "dev F1 was 0 in every epoch" in note[0] and "--learning-rate" in note[0], note
 
 
 def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_init):
