@@ -333,7 +333,7 @@ def bench_finetune(args):
     0.9/0.999, eps 1e-6, layer-wise decay 0.8, weight decay 0, dropout 0.1). The peer: transformers'
     ElectraForTokenClassification (sdpa attention, the same sizes and dropout, its own loss on the same labels) with
     torch's fused AdamW at the same lr, betas, eps and per-layer lr scales (tasks.layer_depth), weight decay 0: the
-    optimizers differ only in ELECTRA's missing bias correction. Labels as tasks.ner_features makes them: a tag on
+    optimizers differ only in ELECTRA's missing bias correction. Labels as benchmarks.ner_features makes them: a tag on
     the first piece of each word, -100 on the other pieces and on [CLS]/[SEP]. Each side in its own process, as
     `bench pretrain`."""
     import json

@@ -1,9 +1,10 @@
-"""The fine-tuning benchmarks' files -> examples: NER, RE and QA as the paper evaluates them (Tables 2-4), and QA's
-windows.
+"""The fine-tuning benchmarks' files -> examples: NER, RE and QA as the paper evaluates them (Tables 2-4), and the
+examples -> the model's inputs: QA's and NER's windows, RE's text cut to the max length.
 
     task_splits("ner", "../shared/data/ner/NCBI-disease")   # {"train": [NerSentence], "dev": [...], "test": [...]}
     task_splits("re", "../shared/data/re/ddi-2013")         # DDI's train rebuilt from the original XML corpus
     read_squad(path); qa_features(examples, tokenizer)      # SQuAD-format JSON (SQuAD v1.1, BioASQ) -> windows
+    ner_features(sentences, tokenizer, labels, 128)         # word-aligned windows, a tag on each word's first piece
 
 Every reader raises tokenizer.InputError naming file:line (or the question id) on malformed input; counts, and how
 ours differ from the paper's, are in the README ("Fine-tuning data").
@@ -488,3 +489,70 @@ def task_splits(task, data_dir):
         return {"train": train, "dev": read_re(files["dev"], labels), "test": read_re(files["test"], labels)}
     # task "qa": qa.qa_splits (SQuAD / BioASQ files, test batches paired with their golden files)
     raise InputError(f"unknown task {task!r} (expected ner or re)")
+
+
+# ---- NER and RE: examples -> features (QA's windows are above)
+def word_windows(lengths, budget):
+    """Word-aligned windows [(first word, end word)] of at most `budget` pieces that cover every word.
+
+    Stride rule: each window holds as many whole words as fit; the next one starts at the first word at least
+    budget // 2 pieces after this one's start (so consecutive windows overlap by about half), and never after this
+    one's end (no gap). A word longer than the budget gets a window of its own, its pieces cut to the budget."""
+    windows, start, stride = [], 0, max(1, budget // 2)
+    while True:
+        end, used = start, 0
+        while end < len(lengths) and (end == start or used + lengths[end] <= budget):
+            used, end = used + lengths[end], end + 1
+        windows.append((start, end))
+        if end >= len(lengths):
+            return windows
+        next_start, offset = start, 0
+        while next_start < end and offset < stride:
+            offset, next_start = offset + lengths[next_start], next_start + 1
+        start = next_start
+
+
+def best_windows(lengths, windows, budget):
+    """For each word, the window where it has the most context: max of min(pieces left, pieces right), ties to the
+    longer window, then the earlier (BERT run_squad's _check_is_max_context, per word)."""
+    best = [(-1.0, -1)] * len(lengths)
+    for k, (start, end) in enumerate(windows):
+        pieces = [min(length, budget) for length in lengths[start:end]]
+        total, left = sum(pieces), 0
+        for word, size in zip(range(start, end), pieces):
+            score = min(left, total - left - size) + 0.01 * total
+            if score > best[word][0]:
+                best[word] = (score, k)
+            left += size
+    return [k for _, k in best]
+
+
+def ner_features(sentences, tokenizer, labels, max_length):
+    """[CLS] word pieces [SEP] per window; `labels` holds the tag id on the first piece of each word this window
+    predicts and -100 elsewhere; `words` = [(token position, word index)] for decoding. Tags may be None (predict)."""
+    label_ids, budget, features = {label: i for i, label in enumerate(labels)}, max_length - 2, []
+    for index, (words, tags) in enumerate(sentences):
+        pieces = [tokenizer.tokenize_ids(word)[:budget] or [tokenizer.unk_id] for word in words]
+        lengths = [len(p) for p in pieces]
+        windows = word_windows(lengths, budget) if words else []
+        owner = best_windows(lengths, windows, budget)
+        for k, (start, end) in enumerate(windows):
+            ids, targets, positions = [tokenizer.cls_id], [-100], []
+            for word in range(start, end):
+                if owner[word] == k:
+                    positions.append((len(ids), word))
+                    targets += [label_ids[tags[word]] if tags is not None else -100] + [-100] * (lengths[word] - 1)
+                else:
+                    targets += [-100] * lengths[word]
+                ids += pieces[word]
+            features.append({"input_ids": ids + [tokenizer.sep_id], "labels": targets + [-100],
+                             "example_index": index, "words": positions})
+    return features
+
+
+def re_features(examples, tokenizer, labels, max_length):
+    """[CLS] text [SEP], cut to max_length as BERT does; the label's id (0 when there is none: predict)."""
+    label_ids = {label: i for i, label in enumerate(labels)}
+    return [{"input_ids": tokenizer.encode(example[1], max_length=max_length).ids,
+             "labels": label_ids.get(example[2], 0), "example_index": index}
+            for index, example in enumerate(examples)]

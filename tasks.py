@@ -240,77 +240,11 @@ def check_labels(task, examples, labels, where):
 
 
 # ------------------------------------------------------------------------------------------------------ featurizing
-def word_windows(lengths, budget):
-    """Word-aligned windows [(first word, end word)] of at most `budget` pieces that cover every word.
-
-    Stride rule: each window holds as many whole words as fit; the next one starts at the first word at least
-    budget // 2 pieces after this one's start (so consecutive windows overlap by about half), and never after this
-    one's end (no gap). A word longer than the budget gets a window of its own, its pieces cut to the budget."""
-    windows, start, stride = [], 0, max(1, budget // 2)
-    while True:
-        end, used = start, 0
-        while end < len(lengths) and (end == start or used + lengths[end] <= budget):
-            used, end = used + lengths[end], end + 1
-        windows.append((start, end))
-        if end >= len(lengths):
-            return windows
-        next_start, offset = start, 0
-        while next_start < end and offset < stride:
-            offset, next_start = offset + lengths[next_start], next_start + 1
-        start = next_start
-
-
-def best_windows(lengths, windows, budget):
-    """For each word, the window where it has the most context: max of min(pieces left, pieces right), ties to the
-    longer window, then the earlier (BERT run_squad's _check_is_max_context, per word)."""
-    best = [(-1.0, -1)] * len(lengths)
-    for k, (start, end) in enumerate(windows):
-        pieces = [min(length, budget) for length in lengths[start:end]]
-        total, left = sum(pieces), 0
-        for word, size in zip(range(start, end), pieces):
-            score = min(left, total - left - size) + 0.01 * total
-            if score > best[word][0]:
-                best[word] = (score, k)
-            left += size
-    return [k for _, k in best]
-
-
-def ner_features(sentences, tokenizer, labels, max_length):
-    """[CLS] word pieces [SEP] per window; `labels` holds the tag id on the first piece of each word this window
-    predicts and -100 elsewhere; `words` = [(token position, word index)] for decoding. Tags may be None (predict)."""
-    label_ids, budget, features = {label: i for i, label in enumerate(labels)}, max_length - 2, []
-    for index, (words, tags) in enumerate(sentences):
-        pieces = [tokenizer.tokenize_ids(word)[:budget] or [tokenizer.unk_id] for word in words]
-        lengths = [len(p) for p in pieces]
-        windows = word_windows(lengths, budget) if words else []
-        owner = best_windows(lengths, windows, budget)
-        for k, (start, end) in enumerate(windows):
-            ids, targets, positions = [tokenizer.cls_id], [-100], []
-            for word in range(start, end):
-                if owner[word] == k:
-                    positions.append((len(ids), word))
-                    targets += [label_ids[tags[word]] if tags is not None else -100] + [-100] * (lengths[word] - 1)
-                else:
-                    targets += [-100] * lengths[word]
-                ids += pieces[word]
-            features.append({"input_ids": ids + [tokenizer.sep_id], "labels": targets + [-100],
-                             "example_index": index, "words": positions})
-    return features
-
-
-def re_features(examples, tokenizer, labels, max_length):
-    """[CLS] text [SEP], cut to max_length as BERT does; the label's id (0 when there is none: predict)."""
-    label_ids = {label: i for i, label in enumerate(labels)}
-    return [{"input_ids": tokenizer.encode(example[1], max_length=max_length).ids,
-             "labels": label_ids.get(example[2], 0), "example_index": index}
-            for index, example in enumerate(examples)]
-
-
 def featurize(task, examples, tokenizer, labels, config, training=False):
     if task == "ner":
-        return ner_features(examples, tokenizer, labels, config.max_length)
+        return benchmarks.ner_features(examples, tokenizer, labels, config.max_length)
     if task == "re":
-        return re_features(examples, tokenizer, labels, config.max_length)
+        return benchmarks.re_features(examples, tokenizer, labels, config.max_length)
     if task == "qa":
         return qa.qa_featurize(examples, tokenizer, config, training)
     raise ValueError(f"unknown task {task!r}")
@@ -635,14 +569,15 @@ def predict_lines(model_dir, lines, batch_size=32, max_length=128, device_name="
     config, device = FinetuneConfig(batch_size=batch_size, max_length=max_length), setup_runtime(device_name).device
     model = model.to(device)
     if task == "re":
-        features = re_features([(str(i), line, None) for i, line in enumerate(lines)], tokenizer, labels, max_length)
+        examples = [(str(i), line, None) for i, line in enumerate(lines)]
+        features = benchmarks.re_features(examples, tokenizer, labels, max_length)
         logits = predict_logits(model, features, batch_size, device)
         return [f"{labels[int(row.argmax())]}\t{line}" if line.strip() else "" for row, line in zip(logits, lines)]
     if task != "ner":
         raise InputError(f"{model_dir}: a question-answering model: give the question with --question")
     spans = [[m.span() for m in WORD.finditer(line)] for line in lines]
     sentences = [([line[a:b] for a, b in s], None) for line, s in zip(lines, spans)]
-    features = ner_features(sentences, tokenizer, labels, max_length)
+    features = benchmarks.ner_features(sentences, tokenizer, labels, max_length)
     tags = decode_tags(sentences, features, predict_logits(model, features, batch_size, device), labels)
     marked = []
     for line, line_spans, line_tags in zip(lines, spans, tags):

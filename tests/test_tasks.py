@@ -169,7 +169,7 @@ def test_windows_predict_every_word_exactly_once():
         max_length = rng.randint(3, 12)
         words = [f"w{rng.randint(1, max_length + 2)}" for _ in range(rng.randint(1, 60))]  # some longer than a window
         tags = [rng.choice(["O", "B-X", "I-X"]) for _ in words]
-        features = tasks.ner_features([(words, tags), (["w1"], ["O"])], PieceTokenizer(), ["O", "B-X", "I-X"],
+        features = benchmarks.ner_features([(words, tags), (["w1"], ["O"])], PieceTokenizer(), ["O", "B-X", "I-X"],
                                       max_length)
         predicted = sorted(word for f in features if f["example_index"] == 0 for _, word in f["words"])
         assert predicted == list(range(len(words)))
@@ -189,9 +189,9 @@ def test_windows_predict_every_word_exactly_once():
 
 def test_a_word_is_predicted_from_the_window_where_it_has_most_context():
     lengths = [1] * 10
-    windows = tasks.word_windows(lengths, 6)
+    windows = benchmarks.word_windows(lengths, 6)
     assert windows == [(0, 6), (3, 9), (6, 10)]  # stride 3 pieces, overlap half
-    owner = tasks.best_windows(lengths, windows, 6)
+    owner = benchmarks.best_windows(lengths, windows, 6)
     assert owner == [0, 0, 0, 0, 0, 1, 1, 1, 2, 2]  # min(left, right) context: word 4 ties (1 vs 1), earlier wins
 
 
@@ -215,7 +215,7 @@ def test_re_features_are_cls_text_sep_cut_to_max_length(scivocab):
     from tokenizer import WordPieceTokenizer
     tokenizer = WordPieceTokenizer(scivocab)
     text = "Binding of @CHEMICAL$ to @GENE$ " * 20
-    features = tasks.re_features([("1", text, "CPR:4"), ("2", "short @GENE$ text", "false")], tokenizer,
+    features = benchmarks.re_features([("1", text, "CPR:4"), ("2", "short @GENE$ text", "false")], tokenizer,
                                  ["CPR:4", "false"], 16)
     assert features[0]["input_ids"] == [tokenizer.cls_id] + tokenizer.tokenize_ids(text)[:14] + [tokenizer.sep_id]
     assert features[1]["input_ids"] == tokenizer.encode("short @GENE$ text").ids and features[1]["labels"] == 1
