@@ -740,7 +740,7 @@ def build_parser():
     p.add_argument("--epochs", type=positive_int, help="passes over the training set (default 3, "
                    "configure_finetuning.py; qa: SQuAD 2)")
     p.add_argument("--learning-rate", type=positive_float, help="peak learning rate (default 5e-5, Table 5; qa: SQuAD "
-                   "3e-5, BioASQ 5e-6)")
+                   "3e-5, BioASQ 5e-6; those are for base: the tiny preset learns at 1e-3)")
     p.add_argument("--batch-size", type=positive_int, help="examples per step (default 32, Table 5; qa: 16)")
     p.add_argument("--max-length", type=sequence_length, help="word pieces per example incl. [CLS]/[SEP]; longer NER "
                    "sentences are split into overlapping windows, RE text is cut (default 128, Table 5; qa: 384, "
