@@ -551,8 +551,8 @@ def ner_features(sentences, tokenizer, labels, max_length):
 
 
 def re_features(examples, tokenizer, labels, max_length):
-    """[CLS] text [SEP], cut to max_length as BERT does; the label's id (0 when there is none: predict)."""
+    """[CLS] text [SEP], cut to max_length as BERT does, and the label's id (0 when there is none: predict, where it
+    is not read). One feature per example, in order."""
     label_ids = {label: i for i, label in enumerate(labels)}
     return [{"input_ids": tokenizer.encode(example[1], max_length=max_length).ids,
-             "labels": label_ids.get(example[2], 0), "example_index": index}
-            for index, example in enumerate(examples)]
+             "labels": label_ids.get(example[2], 0)} for example in examples]

@@ -101,8 +101,10 @@ def entity_table(gold, pred):
 # ----------------------------------------------------------------------------------------------------------------------
 # RE: micro scores over the positive classes (BLUE)
 
-def _negatives(negative):
-    # one label ('false') or several ({'false', 'DDI-false'})
+def _negatives(gold, pred, negative):
+    """`negative` as a set: one label ('false') or several ({'false', 'DDI-false'}); gold and pred must pair up."""
+    if len(gold) != len(pred):
+        raise ValueError(f"gold has {len(gold)} labels, pred {len(pred)}")
     return {negative} if isinstance(negative, str) else set(negative)
 
 
@@ -110,18 +112,14 @@ def re_prf(gold, pred, negative):
     """Micro (precision, recall, f1) over every label except `negative` (one label or a collection of labels): a
     prediction counts only if it is positive, a gold label only if positive -- scikit-learn's
     precision_recall_fscore_support(average='micro', labels=<the positive labels>)."""
-    if len(gold) != len(pred):
-        raise ValueError(f"gold has {len(gold)} labels, pred {len(pred)}")
-    negatives = _negatives(negative)
+    negatives = _negatives(gold, pred, negative)
     tp = sum(g == p and g not in negatives for g, p in zip(gold, pred))
     return _prf(tp, sum(p not in negatives for p in pred), sum(g not in negatives for g in gold))
 
 
 def re_table(gold, pred, negative):
     """{label: {"precision", "recall", "f1", "support"}} for every positive label in gold or pred."""
-    if len(gold) != len(pred):
-        raise ValueError(f"gold has {len(gold)} labels, pred {len(pred)}")
-    negatives = _negatives(negative)
+    negatives = _negatives(gold, pred, negative)
     table = {}
     for label in sorted((set(gold) | set(pred)) - negatives):
         tp = sum(g == p == label for g, p in zip(gold, pred))

@@ -154,8 +154,9 @@ def test_re_prf_hand_computed():
     # positives predicted 3 (2 correct), gold positives 3 (2 found); 'false'/'DDI-false' never count
     assert metrics.re_prf(gold, pred, ["false", "DDI-false"]) == pytest.approx((2 / 3, 2 / 3, 2 / 3))
     assert metrics.re_prf(["false"], ["false"], "false") == (0.0, 0.0, 0.0)
-    with pytest.raises(ValueError):
-        metrics.re_prf(["a"], [], "false")
+    for score in (metrics.re_prf, metrics.re_table):
+        with pytest.raises(ValueError, match="gold has 1 labels, pred 0"):
+            score(["a"], [], "false")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

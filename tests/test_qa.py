@@ -159,15 +159,16 @@ def test_read_bioasq_golden(data_dir, tmp_path):
 
 # ------------------------------------------------------------------------------------------------------- decoding
 def reference_nbest(example, windows, n_best=20, max_answer_tokens=30):
-    """The n-best re-derived by brute force from BERT's rules: every (start, end) pair of each window, kept when both
-    are among the window's top-n logits, in the context, ordered, short enough and start is max-context."""
+    """The n-best re-derived from BERT's run_squad.py with Python's sorts (stable, as BERT's): each window's top-n
+    starts x top-n ends in rank order, kept when both are in the context, ordered, short enough and the start is
+    max-context; ranked by score, ties in that order; one entry per text, its best score."""
     candidates = []
     for number, (feature, start_logits, end_logits) in enumerate(windows):
         top_starts = sorted(range(len(start_logits)), key=lambda i: -start_logits[i])[:n_best]
         top_ends = sorted(range(len(end_logits)), key=lambda i: -end_logits[i])[:n_best]
-        for start in range(len(start_logits)):
-            for end in range(len(end_logits)):
-                if start in top_starts and end in top_ends and feature.offsets[start] and feature.offsets[end] \
+        for start in top_starts:
+            for end in top_ends:
+                if feature.offsets[start] and feature.offsets[end] \
                         and start <= end < start + max_answer_tokens and feature.max_context[start]:
                     text = example.context[feature.offsets[start][0]:feature.offsets[end][1]]
                     candidates.append((start_logits[start] + end_logits[end], text))
@@ -195,6 +196,45 @@ def test_nbest_equals_brute_force_on_random_logits(word_tokenizer):
         texts, probabilities = reference_nbest(example, windows, n_best, max_tokens)
         assert [text for text, _, _ in nbest] == texts
         np.testing.assert_allclose([p for _, p, _ in nbest], probabilities, rtol=1e-9)
+
+
+def test_nbest_keeps_berts_order_for_tied_logits(word_tokenizer):
+    """Tied logits (a model that has learnt little gives many): BERT's sorts keep ties in token order, which numpy's
+    default argsort does not on a window this long."""
+    example, features = windows_of(word_tokenizer, words=100, max_length=128, doc_stride=64)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        windows = [(f, *rng.integers(0, 3, (2, len(f.input_ids))).astype(float)) for f in features]
+        texts, probabilities = reference_nbest(example, windows)
+        assert [text for text, _, _ in qa.qa_nbest(example, windows)] == texts
+
+
+def test_nbest_ignores_padding_logits_and_survives_large_ones(word_tokenizer):
+    """On XLA every batch is padded to --max-length: logits past a window's tokens are never an answer. Logits in the
+    thousands still give probabilities (the softmax subtracts the largest score first)."""
+    example, features = windows_of(word_tokenizer)
+    rng = np.random.default_rng(2)
+    windows = [(f, *rng.normal(size=(2, len(f.input_ids))) * 1000) for f in features]
+    nbest = qa.qa_nbest(example, windows)
+    assert np.isfinite([p for _, p, _ in nbest]).all() and sum(p for _, p, _ in nbest) == pytest.approx(1.0)
+    padded = [(f, np.concatenate([start, np.full(8, 1e4)]), np.concatenate([end, np.full(8, 1e4)]))
+              for f, start, end in windows]
+    assert qa.qa_nbest(example, padded) == nbest
+
+
+def test_the_same_text_at_two_places_is_one_answer_with_its_best_score(word_tokenizer):
+    example = benchmarks.QAExample("q", "what ?", "w1 w2 w1 w3", [])
+    [feature] = benchmarks.qa_features([example], word_tokenizer, max_length=16, doc_stride=4)
+    first, w2, second = (i for i, o in enumerate(feature.offsets) if o and o[0] in (0, 3, 6))
+    start_logits, end_logits = np.full(len(feature.input_ids), -10.0), np.full(len(feature.input_ids), -10.0)
+    for position, value in ((first, 5.0), (second, 4.0), (w2, 1.5)):
+        start_logits[position] = end_logits[position] = value
+    nbest = qa.qa_nbest(example, [(feature, start_logits, end_logits)])
+    texts = [text for text, _, _ in nbest]
+    # "w1" from the first place (10) and again from the second (8): kept once, at 10; the texts ranked below the
+    # repeat are all still there
+    assert texts[:3] == ["w1", "w1 w2 w1", "w1 w2"] and nbest[0][2] == 10.0
+    assert texts.count("w1") == 1 and "w2" in texts and len(texts) == len(set(texts))
 
 
 def test_nbest_rules_on_hand_made_logits(word_tokenizer):

@@ -50,12 +50,15 @@ def perturb(module, seed=0):
 
 
 def batch(seed=0, lengths=(12, 9, 4)):
+    """Token ids, attention mask and token types: a pair of segments per row (types 0 then 1), as a QA window is."""
     generator = torch.Generator().manual_seed(seed)
     ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    types = torch.zeros_like(ids)
     for row, length in enumerate(lengths):
         ids[row, :length] = torch.randint(8, VOCAB, (length,), generator=generator)
         ids[row, 0], ids[row, length - 1] = 5, 6
-    return ids, (ids != 0).long()
+        types[row, length // 2:length] = 1
+    return ids, (ids != 0).long(), types
 
 
 # ------------------------------------------------------------------------------------- transformers, both directions
@@ -72,13 +75,29 @@ def test_transformers_loads_ours_with_our_logits(tmp_path, task):
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     if task != "qa":
         assert theirs.config.id2label == dict(enumerate(LABELS[task])) and theirs.num_labels == len(LABELS[task])
-    ids, mask = batch()
+    ids, mask, types = batch()
     with torch.no_grad():
-        ours, out = model(ids, mask), theirs.eval()(ids, attention_mask=mask)
+        ours, out = model(ids, mask, types), theirs.eval()(ids, attention_mask=mask, token_type_ids=types)
     reference = torch.stack([out.start_logits, out.end_logits], -1) if task == "qa" else out.logits
     if task != "re":  # padded positions are meaningless; compare the real ones
         ours, reference = ours[mask.bool()], reference[mask.bool()]
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+    # the head's loss is transformers' (the mean over labelled tokens; QA: the mean of the start and end losses): a
+    # loss off by a constant factor would train the same under Adam, but it is what metrics.jsonl reports
+    generator = torch.Generator().manual_seed(2)
+    if task == "ner":  # a tag on some tokens (each word's first piece), -100 on the others and on padding
+        labels = torch.randint(0, 3, ids.shape, generator=generator)
+        labels[(torch.rand(ids.shape, generator=generator) < 0.3) | (mask == 0)] = -100
+        targets = {"labels": labels}
+    elif task == "re":
+        targets = {"labels": torch.randint(0, 3, (len(ids),), generator=generator)}
+    else:
+        starts = (torch.rand(len(ids), generator=generator) * mask.sum(1)).long()
+        targets = {"start_positions": starts, "end_positions": torch.minimum(starts + 2, mask.sum(1) - 1)}
+    with torch.no_grad():
+        loss = model.loss(model(ids, mask, types), targets)
+        reference = theirs(ids, attention_mask=mask, token_type_ids=types, **targets).loss
+    torch.testing.assert_close(loss, reference, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("task", ["ner", "re", "qa"])
@@ -93,9 +112,9 @@ def test_ours_loads_a_transformers_model_with_its_logits(tmp_path, task):
     theirs.save_pretrained(tmp_path)
     model, loaded_labels, loaded_task = tasks.load_finetuned(tmp_path)
     assert loaded_task == task and loaded_labels == LABELS[task]
-    ids, mask = batch(seed=1)
+    ids, mask, types = batch(seed=1)
     with torch.no_grad():
-        ours, out = model.eval()(ids, mask), theirs(ids, attention_mask=mask)
+        ours, out = model.eval()(ids, mask, types), theirs(ids, attention_mask=mask, token_type_ids=types)
     reference = torch.stack([out.start_logits, out.end_logits], -1) if task == "qa" else out.logits
     if task != "re":
         ours, reference = ours[mask.bool()], reference[mask.bool()]
@@ -185,14 +204,32 @@ def test_windows_predict_every_word_exactly_once():
                   for f in features]
         decoded = tasks.decode_tags([(words, tags), (["w1"], ["O"])], features, logits, ["O", "B-X", "I-X"])
         assert decoded == [tags, ["O"]]
+    # a window fills max_length exactly; an empty sentence has none
+    full = benchmarks.ner_features([(["w1"] * 126, ["O"] * 126)], PieceTokenizer(), ["O"], 128)
+    assert [len(f["input_ids"]) for f in full] == [128]
+    assert benchmarks.ner_features([([], [])], PieceTokenizer(), ["O"], 128) == []
 
 
 def test_a_word_is_predicted_from_the_window_where_it_has_most_context():
     lengths = [1] * 10
     windows = benchmarks.word_windows(lengths, 6)
     assert windows == [(0, 6), (3, 9), (6, 10)]  # stride 3 pieces, overlap half
+    # the stride is budget // 2 whole pieces (odd budgets round down), and at least one word
+    assert benchmarks.word_windows(lengths, 5) == [(0, 5), (2, 7), (4, 9), (6, 10)]
+    assert benchmarks.word_windows([1] * 5, 3) == [(0, 3), (1, 4), (2, 5)]
     owner = benchmarks.best_windows(lengths, windows, 6)
     assert owner == [0, 0, 0, 0, 0, 1, 1, 1, 2, 2]  # min(left, right) context: word 4 ties (1 vs 1), earlier wins
+
+
+def test_tagging_loss_is_the_mean_over_labelled_tokens_and_0_without_any():
+    config = tiny()
+    model = tasks.build_model("ner", em.Encoder(config), config, LABELS["ner"])
+    logits, labels = torch.randn(2, 5, 3), torch.full((2, 5), -100)
+    labels[1, 2] = 1
+    expected = torch.nn.functional.cross_entropy(logits[1, 2][None], labels[1, 2][None])
+    torch.testing.assert_close(model.loss(logits, {"labels": labels}), expected)
+    # a batch whose words are all predicted from other windows trains nothing (a 0 loss, not 0 / 0)
+    assert model.loss(logits, {"labels": torch.full((2, 5), -100)}).item() == 0.0
 
 
 def test_padding_to_the_longest_equals_padding_to_max_length():
@@ -209,6 +246,14 @@ def test_padding_to_the_longest_equals_padding_to_max_length():
     batch = tasks.collate(features, pad_to=32)
     assert batch["input_ids"].shape == (3, 32) and batch["attention_mask"].sum().item() == 5 + 11 + 3
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+
+
+def test_re_scores_leave_out_each_label_sets_negative_class():
+    """BLUE's RE scores are over the positive classes: ChemProt's "false" and DDI's "DDI-false" are left out; SciBERT's
+    ChemProt (13 labels, all relations) has none to leave out."""
+    assert tasks.negative_label(["CPR:3", "CPR:4", "CPR:5", "CPR:6", "CPR:9", "false"]) == {"false"}
+    assert tasks.negative_label(["DDI-advise", "DDI-effect", "DDI-false", "DDI-int", "DDI-mechanism"]) == {"DDI-false"}
+    assert tasks.negative_label(["ACTIVATOR", "INHIBITOR", "SUBSTRATE"]) == set()
 
 
 def test_re_features_are_cls_text_sep_cut_to_max_length(scivocab):
