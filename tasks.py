@@ -146,8 +146,8 @@ def check_not_a_run_folder(directory):
         is_model = "architectures" in json.loads((directory / "config.json").read_text())
     except (OSError, ValueError, TypeError):
         is_model = False
-    inside = next((directory / name for name in ("electramed-hf", "best", "seed_0/best") if (directory / name).is_dir()),
-                  None)
+    inside = next((directory / name for name in ("electramed-hf", "best", "seed_0/best")
+                   if (directory / name).is_dir()), None)
     if inside is not None and not is_model:
         raise InputError(f"{directory}: a run folder, not a model directory: the model in it is {inside}")
 
