@@ -32,6 +32,7 @@ from tqdm import tqdm
 import benchmarks
 import metrics
 import qa
+from data import read_json_or_none
 from electramed import (Embeddings, Encoder, Layer, dropout, load_hf_weights, load_pretrained, read_hf_config,
                         save_hf)
 from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, device_scalar, linear_schedule, load_checkpoint,
@@ -140,15 +141,10 @@ def save_finetuned(model, directory, labels, vocab_path):
 
 
 def check_not_a_run_folder(directory):
-    """A run folder of ours holds its model one level down (pretrain's OUT/electramed-hf, finetune's OUT/best,
-    --seeds' OUT/seed_0/best): passed where a model goes, say which folder to pass instead."""
-    try:
-        is_model = "architectures" in json.loads((directory / "config.json").read_text())
-    except (OSError, ValueError, TypeError):
-        is_model = False
-    inside = next((directory / name for name in ("electramed-hf", "best", "seed_0/best")
-                   if (directory / name).is_dir()), None)
-    if inside is not None and not is_model:
+    """A run folder of ours holds its model one level down (pretrain's OUT/electramed-hf, finetune's OUT/best, --seeds'
+    OUT/seed_0/best) and a config.json without a model's "architectures": say which folder to pass instead."""
+    inside = next((directory / n for n in ("electramed-hf", "best", "seed_0/best") if (directory / n).is_dir()), None)
+    if inside is not None and "architectures" not in (read_json_or_none(directory / "config.json") or {}):
         raise InputError(f"{directory}: a run folder, not a model directory: the model in it is {inside}")
 
 
@@ -460,9 +456,8 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1_000 + epoch))
         starts = range((step - (epoch - 1) * steps_per_epoch) * config.batch_size, len(train), config.batch_size)
         bar = tqdm(starts, desc=f"{task} epoch {epoch}/{config.epochs}", unit="batch", dynamic_ncols=True)
-        # the epoch's loss summed on the device, read on the host every LOSS_READ_EVERY steps only: a read waits for
-        # the step to finish, which on a TPU stalls the host's tracing of the next one. A [1] vector from the host,
-        # then each step's output: every step reads it as data, one program for all (runtime.device_scalar)
+        # the epoch's loss, summed on the device and read only every LOSS_READ_EVERY steps (a read waits for the device:
+        # on a TPU the host stops tracing the next step); a [1] vector, data to every step's program (device_scalar)
         epoch_loss = torch.tensor([loss_sum], dtype=torch.float32).to(device)
         reads_before = xla_count(device, "TransferFromDeviceTime")
         for start in stop.until_requested(bar):
