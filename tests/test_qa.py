@@ -163,7 +163,7 @@ def reference_nbest(example, windows, n_best=20, max_answer_tokens=30):
     starts x top-n ends in rank order, kept when both are in the context, ordered, short enough and the start is
     max-context; ranked by score, ties in that order; one entry per text, its best score."""
     candidates = []
-    for number, (feature, start_logits, end_logits) in enumerate(windows):
+    for feature, start_logits, end_logits in windows:
         top_starts = sorted(range(len(start_logits)), key=lambda i: -start_logits[i])[:n_best]
         top_ends = sorted(range(len(end_logits)), key=lambda i: -end_logits[i])[:n_best]
         for start in top_starts:
@@ -205,7 +205,7 @@ def test_nbest_keeps_berts_order_for_tied_logits(word_tokenizer):
     rng = np.random.default_rng(1)
     for _ in range(5):
         windows = [(f, *rng.integers(0, 3, (2, len(f.input_ids))).astype(float)) for f in features]
-        texts, probabilities = reference_nbest(example, windows)
+        texts, _ = reference_nbest(example, windows)
         assert [text for text, _, _ in qa.qa_nbest(example, windows)] == texts
 
 

@@ -189,7 +189,7 @@ def test_windows_predict_every_word_exactly_once():
         words = [f"w{rng.randint(1, max_length + 2)}" for _ in range(rng.randint(1, 60))]  # some longer than a window
         tags = [rng.choice(["O", "B-X", "I-X"]) for _ in words]
         features = benchmarks.ner_features([(words, tags), (["w1"], ["O"])], PieceTokenizer(), ["O", "B-X", "I-X"],
-                                      max_length)
+                                           max_length)
         predicted = sorted(word for f in features if f["example_index"] == 0 for _, word in f["words"])
         assert predicted == list(range(len(words)))
         for f in features:
@@ -261,7 +261,7 @@ def test_re_features_are_cls_text_sep_cut_to_max_length(scivocab):
     tokenizer = WordPieceTokenizer(scivocab)
     text = "Binding of @CHEMICAL$ to @GENE$ " * 20
     features = benchmarks.re_features([("1", text, "CPR:4"), ("2", "short @GENE$ text", "false")], tokenizer,
-                                 ["CPR:4", "false"], 16)
+                                      ["CPR:4", "false"], 16)
     assert features[0]["input_ids"] == [tokenizer.cls_id] + tokenizer.tokenize_ids(text)[:14] + [tokenizer.sep_id]
     assert features[1]["input_ids"] == tokenizer.encode("short @GENE$ text").ids and features[1]["labels"] == 1
 
