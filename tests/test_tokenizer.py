@@ -132,12 +132,17 @@ def test_every_chunk_of_every_data_line(data_chunks, tokenizers_under_test):
     for text in texts:
         our_tokens.append(ours.tokenize(text))
         our_ids.append(ours.tokenize_ids(text))
-    legacy_tokens = [legacy.tokenize(text) for text in texts]
     rust_encodings = rust.encode_batch(texts, add_special_tokens=False)
     rust_tokens = [encoding.tokens for encoding in rust_encodings]
-    assert our_tokens == legacy_tokens, _first_difference(texts, our_tokens, legacy_tokens)
     assert our_tokens == rust_tokens, _first_difference(texts, our_tokens, rust_tokens)
     assert our_ids == [encoding.ids for encoding in rust_encodings]
+    # Every chunk equals Rust's. BERT's own Python tokenizer (as slow as ours, 3.7 s for all of them) then adds
+    # something only where it differs from Rust's, and a chunk where the two references differ fails whichever ours
+    # follows: one text in 8 (35,000 chunks) keeps that check of the references against each other, the one that a new
+    # version of either would trip.
+    sampled = slice(None, None, 8)
+    legacy_tokens = [legacy.tokenize(text) for text in texts[sampled]]
+    assert our_tokens[sampled] == legacy_tokens, _first_difference(texts[sampled], our_tokens[sampled], legacy_tokens)
     assert sum(map(len, our_tokens)) > 500_000
 
 
