@@ -463,7 +463,8 @@ def task_splits(task, data_dir):
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise InputError(f"{data_dir}: no such folder")
+        raise InputError(f"{data_dir}: " + ("is a file: --data names the benchmark's folder (train, dev and test)"
+                                            if data_dir.exists() else "no such folder"))
     splits = ("train", "dev", "test")
     if task == "ner":
         suffixes = (".txt", ".tsv")

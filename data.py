@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import random
 import re
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -432,6 +433,7 @@ def build_shards(corpus, vocab_path, out_dir, max_length=128, seed=12345, prepro
     out_dir = Path(out_dir)
     WordPieceTokenizer(vocab_path)  # fail early, with a clear message, on a bad vocabulary
     files = corpus_files(corpus)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "index.json").unlink(missing_ok=True)  # until the build is complete again, it is not complete
     vocab_sha1 = file_digest(vocab_path)
@@ -455,23 +457,30 @@ def build_shards(corpus, vocab_path, out_dir, max_length=128, seed=12345, prepro
         number = re.match(r"shard_(\d+)\.", stale.name)
         if stale.is_file() and (stale.name.endswith((".partial", ".tmp")) or number and int(number[1]) >= len(specs)):
             stale.unlink()
-    total_bytes = sum(end - start for spec in todo for _, start, end, *_ in spec.sources)
-    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"shards -> {out_dir}", disable=not todo) as bar:
-        tasks = [(spec, out_dir) for spec in todo]
-        if processes > 1 and len(todo) > 1:
-            with multiprocessing.get_context("spawn").Pool(min(processes, len(todo)), _die_with_parent,
-                                                           (os.getpid(),)) as pool:
-                for index, count, nbytes in pool.imap_unordered(_build_shard_task, tasks):
+    try:
+        total_bytes = sum(end - start for spec in todo for _, start, end, *_ in spec.sources)
+        with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"shards -> {out_dir}", disable=not todo) as bar:
+            tasks = [(spec, out_dir) for spec in todo]
+            if processes > 1 and len(todo) > 1:
+                with multiprocessing.get_context("spawn").Pool(min(processes, len(todo)), _die_with_parent,
+                                                               (os.getpid(),)) as pool:
+                    for index, count, nbytes in pool.imap_unordered(_build_shard_task, tasks):
+                        counts[index] = count
+                        bar.update(nbytes)
+            else:
+                for task in tasks:
+                    index, count, nbytes = _build_shard_task(task)
                     counts[index] = count
                     bar.update(nbytes)
-        else:
-            for task in tasks:
-                index, count, nbytes = _build_shard_task(task)
-                counts[index] = count
-                bar.update(nbytes)
-    if not sum(counts.values()):  # no index.json: an empty build must not look like a finished one
-        raise InputError(f"{', '.join(map(str, corpus))}: no text to pre-train on (0 examples from {len(files)} "
-                         "file(s))")
+        if not sum(counts.values()):  # no index.json: an empty build must not look like a finished one
+            raise InputError(f"{', '.join(map(str, corpus))}: no text to pre-train on (0 examples from {len(files)} "
+                             "file(s))")
+    except BaseException as error:  # no shard is left cut short; a Ctrl-C'd build's complete ones are reused
+        for partial in out_dir.glob("shard_*.partial"):
+            partial.unlink(missing_ok=True)
+        if created and isinstance(error, InputError):  # bad input: nothing of a folder this build made is worth keeping
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     vocab_size = len(WordPieceTokenizer(vocab_path).ids)
     sidecars = {i: done_shards.get(i) or read_json_or_none(out_dir / f"shard_{i:05d}.json") for i in range(len(specs))}
     index = {"vocab_path": str(Path(vocab_path).resolve()), "vocab_sha1": vocab_sha1, "vocab_size": vocab_size,

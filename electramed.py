@@ -15,6 +15,7 @@ Modules: Embeddings -> Encoder (embeddings, projection, post-LN transformer laye
 """
 import json
 import math
+import pickle
 import shutil
 import warnings
 from dataclasses import dataclass, replace
@@ -512,7 +513,10 @@ def _read_config(directory: Path) -> dict:
     path = directory / "config.json"
     if not path.is_file():
         raise ValueError(f"{path}: not found (expected a transformers ELECTRA directory)")
-    hf = json.loads(path.read_text())
+    try:
+        hf = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: not valid JSON ({error.msg}, column {error.colno})") from None
     missing = [key for key in _HF_CONFIG.values() if key not in hf]
     if hf.get("model_type") != "electra" or missing or hf.get("hidden_act", "gelu") != "gelu":
         raise ValueError(f"{path}: not an ELECTRA config with hidden_act gelu (model_type {hf.get('model_type')!r}, "
@@ -524,13 +528,21 @@ def _read_weights(directory: Path) -> tuple[dict, Path]:
     safetensors_path, bin_path = directory / "model.safetensors", directory / "pytorch_model.bin"
     if safetensors_path.is_file():
         try:
-            from safetensors.torch import load_file  # optional: not a core dependency
-            return load_file(safetensors_path), safetensors_path
+            from safetensors import SafetensorError  # optional: not a core dependency
+            from safetensors.torch import load_file
         except ImportError:
             if not bin_path.is_file():
                 raise ValueError(f"{safetensors_path}: reading it needs the safetensors package") from None
+        else:
+            try:
+                return load_file(safetensors_path), safetensors_path
+            except (SafetensorError, OSError) as error:  # e.g. a download cut short
+                raise ValueError(f"{safetensors_path}: cannot be read as weights ({error})") from None
     if bin_path.is_file():
-        return torch.load(bin_path, map_location="cpu", weights_only=True), bin_path
+        try:
+            return torch.load(bin_path, map_location="cpu", weights_only=True), bin_path
+        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:  # cut short, or not torch's
+            raise ValueError(f"{bin_path}: cannot be read as weights ({str(error).splitlines()[0][:120]})") from None
     raise ValueError(f"{directory}: no pytorch_model.bin or model.safetensors")
 
 

@@ -243,6 +243,11 @@ def build_corpus(sources, out, processes=2, download_dir="pubmed-baseline"):
         else:
             _progress = bar
             results = dict(map(convert_file, tasks))
+        empty = next((source for i, source, *_ in tasks if not len(results[i]["seen"]) + len(results[i]["deleted"])),
+                     None)
+        if empty is not None:  # well-formed XML, but not PubMed's: say so rather than write an empty corpus
+            raise InputError(f"{empty}: no <PubmedArticle> or <DeleteCitation> in it (not a PubMed baseline or update "
+                             "XML file)")
         summary = merge_parts(tasks, results, out)
     finally:  # stopped or failed: nothing half-written stays behind
         _progress = None

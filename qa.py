@@ -154,13 +154,13 @@ def qa_evaluate(examples, features, logits, golden=None):
     return {**scores, "batches": batches}, nbest
 
 
-def read_golden(paths, tests):
-    """{batch name: golden} for BioASQ test batches ({batch name: examples}): each golden file goes with the batch
-    whose questions it shares most (7B1_golden.json <-> BioASQ-test-factoid-7b-1.json)."""
+def pair_golden(goldens, tests):
+    """{batch name: golden} for BioASQ test batches ({batch name: examples}) and golden files ({path: golden}): each
+    golden file goes with the batch whose questions it shares most (7B1_golden.json <-> BioASQ-test-factoid-7b-1.json).
+    """
     asked = {batch: {bioasq_question_id(e.id) for e in examples} for batch, examples in tests.items()}
     batches = {}
-    for path in paths:
-        golden = benchmarks.read_bioasq_golden(path)
+    for path, golden in goldens.items():
         batch = max(asked, key=lambda batch: len(asked[batch] & set(golden)))
         check_golden(tests[batch], {f"{path} (batch {batch})": golden})
         batches[batch] = golden
@@ -218,23 +218,35 @@ def qa_column(path):
     return "bioasq" if "bioasq" in str(path).lower() else "squad"
 
 
-def qa_splits(paths):
-    """`finetune --task qa --data PATH...`: SQuAD-format files, or folders of them, sorted by name: `*golden*`
-    BioASQ golden files, `*test*` BioASQ test batches (scored per batch by SAcc/LAcc/MRR against the golden file that
-    shares their questions), `*dev*` a SQuAD dev file (EM/F1 each epoch, best epoch kept), else training files.
-    Without a dev file the last epoch is kept (the paper gives no BioASQ dev set)."""
-    files = []
-    for path in map(Path, paths):
-        files += sorted(path.glob("*.json")) if path.is_dir() else [path]
-    kinds = {"golden": [], "test": [], "dev": [], "train": []}
-    for file in files:
-        kinds[next((kind for kind in ("golden", "test", "dev") if kind in file.name.lower()), "train")].append(file)
-    if not kinds["train"]:
-        raise InputError(f"{', '.join(map(str, paths))}: no SQuAD-format training file")
-    if bool(kinds["test"]) != bool(kinds["golden"]):
-        raise InputError(f"{', '.join(map(str, paths))}: BioASQ test batches need their golden files beside them")
-    tests = {bioasq_batch(f): benchmarks.read_squad(f) for f in kinds["test"]}
-    return {"train": [e for f in kinds["train"] for e in benchmarks.read_squad(f)],
-            "dev": [e for f in kinds["dev"] for e in benchmarks.read_squad(f)],
-            "test": [e for examples in tests.values() for e in examples],
-            "golden": read_golden(kinds["golden"], tests) if tests else None}
+def qa_splits(train_paths, eval_paths=()):
+    """`finetune --task qa --data PATH --eval-data PATH...`: SQuAD-format files, or folders of them (*.json, sorted).
+    What a file is for comes from the flag that names it, never from its name alone: every --data file is training
+    data (a held-out file given as --eval-data is never trained on). Among the --eval-data files, `*golden*` ones are
+    BioASQ golden files; a SQuAD-format file sharing questions with one is a BioASQ test batch (scored per batch by
+    SAcc/LAcc/MRR at the end), any other a SQuAD dev file (EM/F1 each epoch, best epoch kept). Without a dev file the
+    last epoch is kept (the paper gives no BioASQ dev set)."""
+    def json_files(paths):
+        return [file for path in map(Path, paths)
+                for file in (sorted(path.glob("*.json")) if path.is_dir() else [path])]
+
+    train = [e for file in json_files(train_paths) for e in benchmarks.read_squad(file)]
+    if not train:
+        raise InputError(f"{', '.join(map(str, train_paths))}: no SQuAD-format training file")
+    eval_files = json_files(eval_paths)
+    golden_files = [file for file in eval_files if "golden" in file.name.lower()]
+    goldens = {file: benchmarks.read_bioasq_golden(file) for file in golden_files}
+    asked_in_golden = set().union(*goldens.values())
+    tests, dev = {}, []
+    for file in (file for file in eval_files if file not in goldens):
+        examples = benchmarks.read_squad(file)
+        if asked_in_golden & {bioasq_question_id(e.id) for e in examples}:
+            tests[bioasq_batch(file)] = examples
+        elif not any(e.answers for e in examples):
+            raise InputError(f"{file}: no answers to score it by, and no --eval-data golden file shares its "
+                             "questions (a BioASQ test batch needs its *golden*.json)")
+        else:
+            dev += examples
+    if goldens and not tests:
+        raise InputError(f"{', '.join(map(str, golden_files))}: no --eval-data test batch shares their questions")
+    return {"train": train, "dev": dev, "test": [e for examples in tests.values() for e in examples],
+            "golden": pair_golden(goldens, tests) if tests else None}

@@ -113,7 +113,8 @@ def expand(names):
 
 
 def check_settings(out, settings):
-    """OUT/reproduce.json holds the settings of the results in OUT; other settings would mix incomparable runs."""
+    """OUT/reproduce.json holds the settings of the results in OUT (written once the inputs check out); other settings
+    would mix incomparable runs."""
     path = out / "reproduce.json"
     if path.is_file():
         before = json.loads(path.read_text())
@@ -121,9 +122,6 @@ def check_settings(out, settings):
         if changed:
             raise InputError(f"{path}: {out} holds results made with other settings ({'; '.join(changed)}); use "
                              f"another --out, or the same settings to resume")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(settings, indent=1) + "\n")
 
 
 def load_splits(name, data_root, max_eval_examples):
@@ -133,7 +131,7 @@ def load_splits(name, data_root, max_eval_examples):
     paths = [data_root / path for path in benchmark.paths]
     if benchmark.task != "qa":
         return benchmarks.task_splits(benchmark.task, paths[0])
-    splits = qa.qa_splits(paths)
+    splits = qa.qa_splits(paths[:1], paths[1:])
     if name == "bioasq" and max_eval_examples is not None:
         kept = {batch: [] for batch in splits["golden"]}
         for example in splits["test"]:
@@ -183,6 +181,9 @@ def reproduce(init, out, seeds=5, names=TASK_CHOICES, device="cpu", epochs=None,
     print(f"{len(done)} of {len(jobs)} jobs already finished, {len(jobs) - len(done)} to run")
     splits = {name: load_splits(name, data_root, max_eval_examples)  # bad data fails now, not hours later
               for name in dict.fromkeys(name for name, k in jobs if (name, k) not in done)}
+    if not (out / "reproduce.json").is_file():  # the inputs checked out: OUT's results are these settings' from now on
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "reproduce.json", json.dumps(settings, indent=1) + "\n")
     with tqdm(total=len(jobs), initial=len(done), unit="job", desc="reproduce", position=0, dynamic_ncols=True) as bar:
         for name, k in jobs:
             if (name, k) in done:

@@ -140,9 +140,12 @@ def save_finetuned(model, directory, labels, vocab_path):
     os.replace(temporary, directory)
 
 
-def check_not_a_run_folder(directory):
-    """A run folder of ours holds its model one level down (pretrain's OUT/electramed-hf, finetune's OUT/best, --seeds'
-    OUT/seed_0/best) and a config.json without a model's "architectures": say which folder to pass instead."""
+def check_model_folder(directory):
+    """A folder, and not one of our run folders: those hold their model one level down (pretrain's OUT/electramed-hf,
+    finetune's OUT/best, --seeds' OUT/seed_0/best) and a config.json without a model's "architectures": say which
+    folder to pass instead."""
+    if not directory.is_dir():
+        raise InputError(f"{directory}: " + ("a file, not a model folder" if directory.exists() else "no such folder"))
     inside = next((directory / n for n in ("electramed-hf", "best", "seed_0/best") if (directory / n).is_dir()), None)
     if inside is not None and "architectures" not in (read_json_or_none(directory / "config.json") or {}):
         raise InputError(f"{directory}: a run folder, not a model directory: the model in it is {inside}")
@@ -152,7 +155,7 @@ def load_finetuned(directory):
     """(model, labels, task) from our fine-tuned directory or a transformers-made ElectraFor{Token,Sequence}
     Classification / ElectraForQuestionAnswering one. Raises InputError if it is neither."""
     directory = Path(directory)
-    check_not_a_run_folder(directory)
+    check_model_folder(directory)
     if (directory / "discriminator").is_dir():
         raise InputError(f"{directory}: a pre-trained model (discriminator/, generator/), not a fine-tuned one: "
                          "run `train.py finetune --init` on it first")
@@ -176,7 +179,7 @@ def load_init(directory):
     """(encoder, config) to fine-tune from: a pre-trained directory (ours or any transformers ELECTRA discriminator)
     or a fine-tuned one (SQuAD -> BioASQ); and the vocab.txt beside it."""
     directory = Path(directory)
-    check_not_a_run_folder(directory)
+    check_model_folder(directory)
     # save_pretrained's layout: discriminator/ + generator/, or generator/ alone for an "mlm" model
     main = next((directory / net for net in ("discriminator", "generator") if (directory / net).is_dir()), directory)
     if not (main / "config.json").is_file():
@@ -184,13 +187,12 @@ def load_init(directory):
     vocab = main / "vocab.txt"
     if not vocab.is_file():
         raise InputError(f"{vocab}: not found (the model directory needs its WordPiece vocabulary)")
-    architecture = (json.loads((main / "config.json").read_text()).get("architectures") or [""])[0]
-    if architecture in ARCHITECTURES.values():
-        model = load_finetuned(main)[0]
-        return model.encoder, model.config, vocab
     try:
+        if (read_hf_config(main)[1].get("architectures") or [""])[0] in ARCHITECTURES.values():
+            model = load_finetuned(main)[0]
+            return model.encoder, model.config, vocab
         pretrained = load_pretrained(directory)
-    except (ValueError, KeyError, OSError) as error:
+    except (ValueError, KeyError, OSError) as error:  # InputError included: one line, the file named
         raise InputError(str(error)) from None
     network = pretrained.discriminator if pretrained.discriminator is not None else pretrained.generator
     return network.encoder, pretrained.config, vocab
@@ -231,7 +233,7 @@ def check_labels(task, examples, labels, where):
     else:
         return
     if unknown:
-        raise InputError(f"{where}: label(s) {', '.join(unknown[:5])} not among the model's labels "
+        raise InputError(f"{where}: label(s) {', '.join(unknown[:5])} not among the training labels "
                          f"({', '.join(labels)})")
 
 
@@ -420,15 +422,20 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     features = {name: featurize(task, split, tokenizer, labels, config, training=name == "train")
                 for name, split in examples.items()}
     checkpoint = out / "checkpoint.pt"
+    if not resume and checkpoint.is_file():  # starting again would throw the stopped run's steps away
+        raise InputError(f"{checkpoint}: a stopped run's checkpoint; pass --resume to continue it, or another --out")
     state = load_checkpoint(checkpoint, FINETUNE_CHECKPOINT_KEYS) if resume and checkpoint.is_file() else None
     if resume and state is None:
         print(f"{out}: no checkpoint.pt to resume from; starting from scratch")
+    if state is not None and (state["labels"] != labels or state["finetune"] != asdict(config)):
+        changed = [f"{k} {v} -> {getattr(config, k)}" for k, v in state["finetune"].items() if getattr(config, k) != v]
+        raise InputError(f"{checkpoint}: written with other " + (f"settings ({', '.join(changed)})" if changed else
+                         "labels") + "; resume with the stopped run's flags, or pass another --out")
+    runtime = setup_runtime(device_name)  # e.g. --device cuda without a GPU
+    device = runtime.device
     out.mkdir(parents=True, exist_ok=True)  # ... before anything is written
     (out / "config.json").write_text(json.dumps({"task": task, "data": str(data_dir), "init": str(init),
                                                  "finetune": asdict(config), "labels": labels}, indent=1) + "\n")
-
-    runtime = setup_runtime(device_name)
-    device = runtime.device
     seed_everything(config.seed, device)
     model_config = set_dropout(encoder, model_config, config.dropout)
     model = build_model(task, encoder, model_config, labels).to(device)  # the head's init depends on the seed
@@ -440,8 +447,6 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     warmup_steps = int(config.warmup_proportion * train_steps)
     best, step, loss_sum, first_epoch = None, 0, 0.0, 1
     if state is not None:
-        if state["labels"] != labels or state["finetune"] != asdict(config):
-            raise InputError(f"{checkpoint}: written with other labels or settings; start again without --resume")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         best, step, loss_sum, first_epoch = state["best"], state["step"], state["loss_sum"], state["epoch"]
@@ -479,7 +484,8 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
             save_atomic({"model": to_cpu(model.state_dict()), "optimizer": to_cpu(optimizer.state_dict()),
                          "step": step, "epoch": epoch, "best": best, "loss_sum": loss_sum, "labels": labels,
                          "finetune": asdict(config)}, checkpoint)
-            print(f"stopped at step {step}; `--resume` continues", file=sys.stderr)
+            print(f"stopped at step {step}; {checkpoint} saved: `finetune --resume` (or `reproduce` again) continues",
+                  file=sys.stderr)
             raise SystemExit(stop.exit_code)
         # QA without a dev file (BioASQ: the paper has none) keeps the last epoch
         dev = evaluate(task, model, examples["dev"], features["dev"], labels, config, device)[0] \
@@ -506,9 +512,10 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     checkpoint.unlink(missing_ok=True)
     print(f"best epoch {best[0]}; test {score_text(test) if test else 'none'} -> {out / 'result.json'}")
     if best[1] and best[1]["f1"] == 0:  # e.g. the quick start's tiny model at Table 5's learning rate
-        print("note: dev F1 was 0 in every epoch (no entity, relation or answer found): Table 5's learning rates are "
-              "for base; a small model needs a higher --learning-rate (tiny: 1e-3 with --epochs 10, README 'What we "
-              "measured on this 2-core CPU')", file=sys.stderr)
+        print(f"note: dev F1 was 0 in every epoch at --learning-rate {config.learning_rate:g} (no entity, relation or "
+              "answer found)" + (": Table 5's learning rates are for base; a small model needs a higher "
+                                 "--learning-rate (tiny: 1e-3 with --epochs 10, README 'What we measured on this "
+                                 "2-core CPU')" if config.learning_rate < 1e-3 else ""), file=sys.stderr)
     return result
 
 
@@ -539,6 +546,8 @@ def evaluate_file(model_dir, path, batch_size=32, max_length=128, device_name="c
     """Scores of a fine-tuned model on one data file; the file's labels must be the model's. QA: a SQuAD file
     (EM/F1) or a BioASQ test batch with its `golden` file (SAcc/LAcc/MRR); windows of 384 tokens, stride 128."""
     model, labels, task = load_finetuned(model_dir)
+    if golden and task != "qa":
+        raise InputError(f"--golden {golden}: scores a QA model's BioASQ test batch; {model_dir} is a {task} model")
     examples = read_examples(task, path, labels)
     config = FinetuneConfig(batch_size=batch_size, max_length=max_length) if task != "qa" else \
         replace(DEFAULTS["squad"], batch_size=batch_size)

@@ -91,7 +91,9 @@ def build_vocab(corpus, out_path, vocab_size):
     sentences = (s for path in files for doc in data.read_documents(path) for s in doc)
     try:
         tokens = train_vocab(tqdm(sentences, desc="vocab: reading sentences", unit=" sent"), vocab_size)
-    except InputError as error:  # --vocab-size below the alphabet: name the corpus too
+    except InputError as error:  # --vocab-size below the alphabet: name the corpus too (a bad line names its file)
+        if str(error).startswith(tuple(map(str, files))):
+            raise
         raise InputError(f"{', '.join(map(str, corpus))}: {error}") from None
     if len(tokens) <= len(SPECIAL_TOKENS):
         raise InputError(f"{', '.join(map(str, corpus))}: no words to build a vocabulary from")
@@ -122,6 +124,11 @@ def prepare_inputs(args, max_length):
     out = Path(args.out)
     vocab = Path(args.vocab) if args.vocab else out / "vocab.txt"
     shards = Path(args.shards) if args.shards else out / "shards"
+    if args.shards and not shards.is_dir():
+        raise InputError(f"{shards}: " + ("a file, not a folder" if shards.exists() else "no such folder") +
+                         " (--shards names a folder that `train.py prepare` built; without it, --corpus builds them)")
+    if args.shards and not args.vocab and not vocab.exists():
+        raise InputError(f"--shards {shards}: pass --vocab too, the vocabulary the shards were built with")
     if not args.corpus and not args.shards and not (shards / "index.json").exists():  # not when resuming OUT
         args.corpus = [str(SAMPLE_CORPUS)]
         print(f"no --corpus: using the bundled sample of 500 PubMed abstracts ({SAMPLE_CORPUS.name}, 0.7 MB) to try "
@@ -144,6 +151,9 @@ def prepare_inputs(args, max_length):
     problem = data.shards_problem(shards, vocab, max_length, args.corpus,
                                   args.pubmed_preprocess if args.corpus else None)
     if problem:  # a build of another corpus, vocabulary or length, or a damaged one, is never trained on
+        if shards.exists() and latest_checkpoint(out / "checkpoints"):  # --resume: never rebuilt under the checkpoints
+            raise InputError(f"{shards}: {problem}, and the checkpoints in {out / 'checkpoints'} were trained on them; "
+                             "resume with the run's own --preset and flags, or pass another --out")
         if not args.corpus:
             raise InputError(PUBMED_HELP if not shards.exists() else f"{shards}: {problem}; pass --corpus to build "
                              "the shards again")
@@ -198,7 +208,6 @@ def global_batches(loader, config, start_step, runtime):
 
 
 def pretrain(args):
-    check_out(args.out, folder=True)
     runtime = setup_runtime(args.device)
     args.world_size = runtime.world_size
     config = resolve_config(args)
@@ -430,26 +439,44 @@ def check_finite(finite, step, checkpoints, runtime):
 
 
 # ------------------------------------------------------------------------------------------------ other subcommands
+FILE_OUTPUTS = ("vocab", "corpus")  # their --out names a file; every other command's --out is a folder
+RUN_FOLDERS = {"pretrain": "a pre-training run", "finetune": "a fine-tuning run", "reproduce": "a reproduce run"}
+
+
 def check_out(path, folder):
-    """--out must be a folder (or a file) or not exist yet: say so before any work is done."""
+    """--out must be a folder (or a file) or a path that can be made: say so before any work is done."""
     path = Path(path)
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise InputError(f"{path}: cannot be made: {blocking} is a file, not a folder")
     if folder and path.exists() and not path.is_dir():
         raise InputError(f"{path}: exists and is not a folder (--out names a folder)")
     if not folder and path.is_dir():
         raise InputError(f"{path}: is a folder (--out names the file to write)")
 
 
+def check_run_folder(out, kind):
+    """A run folder holds one kind of run: never write one over another kind's (its config.json and metrics.jsonl
+    would be replaced) or into a model directory (e.g. --out given the --init folder)."""
+    out = Path(out)
+    config = data.read_json_or_none(out / "config.json") or {}
+    found = ("a model directory" if "architectures" in config or (out / "discriminator").is_dir() else
+             RUN_FOLDERS["pretrain"] if "pretrain" in config else
+             RUN_FOLDERS["finetune"] if "finetune" in config or (out / "seed_0" / "config.json").is_file() else
+             RUN_FOLDERS["reproduce"] if (out / "reproduce.json").is_file() else None)
+    if found not in (None, kind):
+        raise InputError(f"{out}: holds {found}, not {kind}; pass another --out")
+
+
 def prepare(args):
     if not args.corpus:
         raise InputError("prepare needs --corpus: the text files or folders to pack")
-    check_out(args.out, folder=True)
     index = data.build_shards(args.corpus, args.vocab, args.out, args.max_length, seed=args.seed,
                               preprocess=args.pubmed_preprocess, processes=args.processes)
     print(f"{index['examples']} examples of length {index['max_length']} in {len(index['shards'])} shards -> {args.out}")
 
 
 def vocab(args):
-    check_out(args.out, folder=False)
     print(f"wrote {build_vocab(args.corpus, args.out, args.vocab_size)} tokens -> {args.out}")
 
 
@@ -472,7 +499,6 @@ def check_resumable(state, model_config, vocab_sha1, path):
 def export(args):
     from electramed import ElectraConfig
 
-    check_out(args.out, folder=True)
     state = load_checkpoint(args.checkpoint, ("model", "model_config", "step"))
     try:
         config = ElectraConfig(**state["model_config"])
@@ -494,7 +520,10 @@ def finetune(args):
     config = tasks.DEFAULTS[args.task if args.task != "qa" else qa.qa_column(args.data)]
     overrides = {k: getattr(args, k) for k in asdict(config) if getattr(args, k, None) is not None}
     config = tasks.FinetuneConfig(**{**asdict(config), **overrides})
-    splits = qa.qa_splits([args.data, *(args.eval_data or [])]) if args.task == "qa" else None
+    if args.eval_data and args.task != "qa":
+        raise InputError("--eval-data: for --task qa only (ner and re score the dev and test files of the --data "
+                         "folder)")
+    splits = qa.qa_splits([args.data], args.eval_data or []) if args.task == "qa" else None
     if args.seeds > 1:
         reproduce.finetune_seeds(args.task, args.data, args.init, args.out, config, args.device, args.seeds, splits,
                                  args.resume)
@@ -512,9 +541,11 @@ def evaluate(args):
 
 def predict(args):
     if args.file and not Path(args.file).is_file():
-        raise InputError(f"{args.file}: no such file")
-    try:
-        text = Path(args.file).read_text(encoding="utf-8") if args.file else sys.stdin.read()
+        raise InputError(f"{args.file}: " + ("a folder, not a text file" if Path(args.file).is_dir() else
+                                             "no such file"))
+    try:  # stdin as bytes, decoded as strictly as a file (its text layer would let bad bytes through as escapes)
+        raw = Path(args.file).read_bytes() if args.file else getattr(sys.stdin, "buffer", sys.stdin).read()
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as error:
         raise InputError(f"{args.file or 'stdin'}: not UTF-8 text (byte {error.start}: {error.reason})") from None
     if args.question:  # QA: the whole text is the passage; the top 5 answers with their probabilities
@@ -642,7 +673,7 @@ def build_parser():
                    "(default 31,090, SciVocab's size)")
     p.add_argument("--out", default="runs/pretrain", help="run folder: checkpoints/, metrics.jsonl, electramed-hf/")
     p.add_argument("--preset", choices=PRETRAIN_PRESETS, default="base", help="model size and its defaults: base "
-                   "(paper), small (ELECTRA-Small), large, tiny (tests)")
+                   "(paper), small (ELECTRA-Small), large, tiny (tests) (default base)")
     p.add_argument("--objective", choices=["electra", "mlm"], default="electra", help="electra: replaced token "
                    "detection; mlm: BERT-style masked LM on the discriminator-sized encoder (for comparison)")
     p.add_argument("--device", choices=["cpu", "cuda", "xla"], default="cpu", help="where to train (default cpu)")
@@ -653,7 +684,7 @@ def build_parser():
     p.add_argument("--max-length", type=sequence_length, **number, help="tokens per sequence (base 512, small 128)")
     p.add_argument("--train-steps", type=positive_int, **number, help="optimizer steps; the learning rate decays to 0 at the "
                    "last one (base/small 1,000,000)")
-    p.add_argument("--warmup-steps", type=non_negative_int, **number, help="linear warm-up steps (default 10,000)")
+    p.add_argument("--warmup-steps", type=non_negative_int, **number, help="linear warm-up steps (base/small 10,000; tiny 20)")
     p.add_argument("--weight-decay", type=non_negative_float, **number, help="decoupled weight decay, not on LayerNorm or biases "
                    "(default 0.01)")
     p.add_argument("--adam-beta1", type=fraction_below_one, **number, help="Adam beta1 (default 0.9)")
@@ -671,7 +702,8 @@ def build_parser():
     p.add_argument("--max-predictions", type=positive_int, default=None, help="masked slots per sequence (default: ELECTRA's "
                    "int((mask_prob + 0.005) x max_length), 15%%; 19 reproduces an unmodified official base/large run "
                    "at 512)")
-    p.add_argument("--seed", type=non_negative_int, **number, help="seed for initialisation, masking and data order")
+    p.add_argument("--seed", type=non_negative_int, **number, help="seed for initialisation, masking and data order "
+                   "(default 12345)")
     p.add_argument("--log-every", type=positive_int, default=100, help="pull metrics to the host and log every N steps")
     p.add_argument("--save-every", type=positive_int, default=1000, help="write a checkpoint every N steps")
     p.add_argument("--keep-checkpoints", dest="keep_checkpoints", type=positive_int, default=3, help="checkpoints to keep")
@@ -694,7 +726,8 @@ def build_parser():
                             description="Train a WordPiece vocabulary (BERT's format, one token per line) on a corpus; "
                             "a small corpus can yield fewer tokens than --vocab-size: the count written is printed.")
     p.add_argument("--corpus", nargs="+", required=True, help="text files or folders (formats as for pretrain)")
-    p.add_argument("--out", required=True, help="vocab.txt to write")
+    p.add_argument("--out", required=True, help="vocab.txt to write (and beside it X.json for X.txt: the "
+                   "corpus it came from, which pretrain checks before reusing it)")
     p.add_argument("--vocab-size", type=vocab_size, default=31090, help="number of tokens (default 31,090)")
     p.set_defaults(run=vocab)
 
@@ -728,7 +761,9 @@ def build_parser():
     p.add_argument("--task", choices=["ner", "re", "qa"], required=True, help="ner: token tagging; re: sentence "
                    "classification; qa: answer spans (SQuAD v1.1 format; Table 5's BioASQ settings when the --data "
                    "name contains 'bioasq', else SQuAD's)")
-    p.add_argument("--data", required=True, help="benchmark folder, e.g. ../shared/data/ner/NCBI-disease")
+    p.add_argument("--data", required=True, help="ner/re: the benchmark's folder (train, dev, test), e.g. "
+                   "../shared/data/ner/NCBI-disease; qa: a SQuAD-format training file or a folder of them (all "
+                   "trained on: what is scored goes in --eval-data)")
     p.add_argument("--init", required=True, help="model directory to start from (pre-trained or fine-tuned)")
     p.add_argument("--eval-data", nargs="+", help="qa: files or folders to score: a SQuAD dev file (*dev*.json, "
                    "EM/F1 each epoch, best kept) and/or BioASQ test batches (*test*.json) with their golden files "
@@ -767,13 +802,15 @@ def build_parser():
 
     p = commands.add_parser("evaluate", help="score a fine-tuned model on one data file",
                             description="Precision, recall and F1 of a fine-tuned model (finetune's OUT/best or a "
-                            "transformers ElectraFor* directory) on one NER or RE file, overall and per type/class.")
+                            "transformers ElectraFor* directory) on one NER or RE file, overall and per type/class; "
+                            "a QA model: SQuAD EM/F1, or BioASQ SAcc/LAcc/MRR with --golden.")
     p.add_argument("--model", required=True, help="fine-tuned model directory")
     p.add_argument("--data", required=True, help="a data file in the task's format (its labels must be the model's)")
     p.add_argument("--golden", help="qa: the BioASQ golden file of the --data test batch (SAcc/LAcc/MRR); without "
                    "it a QA file is scored by its own answers (SQuAD EM/F1) (default: none)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="examples per forward pass")
-    p.add_argument("--max-length", type=sequence_length, default=128, help="word pieces per example")
+    p.add_argument("--max-length", type=sequence_length, default=128, help="word pieces per example (ner/re; a qa "
+                   "model reads 384-token windows, stride 128, as it was fine-tuned: Table 5)")
     p.add_argument("--device", choices=["cpu", "cuda", "xla"], default="cpu", help="where to run")
     p.set_defaults(run=evaluate)
 
@@ -785,7 +822,8 @@ def build_parser():
                    "printed with their probabilities (default: none)")
     p.add_argument("--model", required=True, help="fine-tuned model directory")
     p.add_argument("--batch-size", type=positive_int, default=32, help="examples per forward pass")
-    p.add_argument("--max-length", type=sequence_length, default=128, help="word pieces per example")
+    p.add_argument("--max-length", type=sequence_length, default=128, help="word pieces per example (ner/re; a qa "
+                   "model reads 384-token windows, stride 128, as it was fine-tuned: Table 5)")
     p.add_argument("--device", choices=["cpu", "cuda", "xla"], default="cpu", help="where to run")
     p.set_defaults(run=predict)
 
@@ -822,6 +860,10 @@ def main(argv=None):
     except SystemExit as exit:  # --help (0) or a bad flag (2, its one line already printed)
         return exit.code
     try:
+        if getattr(args, "out", None):  # a bad --out fails now, before any work (and before anything is written)
+            check_out(args.out, folder=args.command not in FILE_OUTPUTS)
+            if args.command in RUN_FOLDERS:
+                check_run_folder(args.out, RUN_FOLDERS[args.command])
         return args.run(args) or 0  # a stopped pre-training run returns 130 / 143
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -247,8 +247,9 @@ def test_a_bad_corpus_file(case, command, data_dir, scivocab, tmp_path, capsys):
     args = (["prepare", "--corpus", folder, "--vocab", scivocab, "--out", out, "--processes", "1"]
             if command == "prepare" else ["vocab", "--corpus", folder, "--out", out, "--vocab-size", "200"])
     names = [corpus] if "no text" not in pattern else [folder]
-    assert_one_line_error(run(capsys, *args), *names, pattern=pattern)
-    assert not (out / "index.json").exists() if command == "prepare" else not out.exists()
+    line = assert_one_line_error(run(capsys, *args), *names, pattern=pattern)
+    assert line.count(str(names[0])) == 1  # named once (vocab once said "FILE: FILE:6: not UTF-8")
+    assert not out.exists()  # prepare: no shard cut short (.partial), and no empty folder, left behind
 
 
 def test_the_good_versions_of_those_files_are_read(data_dir, tmp_path):
@@ -393,8 +394,9 @@ def test_a_leftover_vocab_of_a_stopped_run_is_not_reused(hoc, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")  # what a failed run once left
+    (tmp_path / "empty").mkdir()
     line = assert_one_line_error(run(capsys, "pretrain", "--preset", "tiny", "--out", out, "--shards",
-                                     tmp_path / "none"), out / "vocab.txt")
+                                     tmp_path / "empty"), out / "vocab.txt")
     assert "no record" in line
     code, stdout, _, _ = run(capsys, "pretrain", "--preset", "tiny", "--out", out, "--corpus", *hoc[:20],
                              "--vocab-size", "600", "--train-steps", "1", "--processes", "1", "--batch-size", "2")
@@ -402,20 +404,58 @@ def test_a_leftover_vocab_of_a_stopped_run_is_not_reused(hoc, tmp_path, capsys):
     assert len((out / "vocab.txt").read_text().splitlines()) > 100
 
 
-OUT_CASES = [  # (command, what --out is): an --out that cannot be what the command writes
-    ("prepare", "file"), ("pretrain", "file"), ("export", "file"), ("vocab", "folder")]
+FILE_OUT = ("vocab", "corpus")  # --out names a file; the other five commands' --out is a folder
+OUT_CASES = [(command, "folder" if command in FILE_OUT else "file") for command in
+             ("prepare", "pretrain", "export", "vocab", "corpus", "finetune", "reproduce")]
+OUT_CASES += [(command, "below a file") for command, _ in OUT_CASES]
 
 
-@pytest.mark.parametrize("command, kind", OUT_CASES, ids=[f"{c} --out a {k}" for c, k in OUT_CASES])
+@pytest.mark.parametrize("command, kind", OUT_CASES, ids=[f"{c} --out {k}" for c, k in OUT_CASES])
 def test_an_out_path_of_the_wrong_kind(command, kind, good_text, scivocab, tmp_path, capsys):
+    """Every command that writes says so before any work: an existing file where a folder goes (or the reverse), or
+    a path below a file (nothing can be made there)."""
     out = tmp_path / "out"
-    out.mkdir() if kind == "folder" else out.write_text("keep me\n")
-    args = {"prepare": ["prepare", "--corpus", good_text, "--vocab", scivocab, "--out", out],
-            "pretrain": ["pretrain", "--preset", "tiny", "--corpus", good_text, "--out", out],
-            "export": ["export", "--checkpoint", good_text, "--out", out],
-            "vocab": ["vocab", "--corpus", good_text, "--out", out]}[command]
-    assert_one_line_error(run(capsys, *args), out)
-    assert (out.read_text() == "keep me\n") if kind == "file" else not list(out.iterdir())
+    if kind == "below a file":
+        (tmp_path / "file").write_text("keep me\n")
+        out = tmp_path / "file" / "out"
+    else:
+        out.mkdir() if kind == "folder" else out.write_text("keep me\n")
+    args = {"prepare": ["prepare", "--corpus", good_text, "--vocab", scivocab],
+            "pretrain": ["pretrain", "--preset", "tiny", "--corpus", good_text],
+            "export": ["export", "--checkpoint", good_text], "vocab": ["vocab", "--corpus", good_text],
+            "corpus": ["corpus", "--pubmed", good_text],
+            "finetune": ["finetune", "--task", "ner", "--data", good_text, "--init", good_text],
+            "reproduce": ["reproduce", "--init", good_text]}[command]
+    line = assert_one_line_error(run(capsys, *args, "--out", out), out)
+    if kind == "below a file":
+        assert line.endswith(f"cannot be made: {tmp_path / 'file'} is a file, not a folder")
+        assert (tmp_path / "file").read_text() == "keep me\n"
+    else:
+        assert (out.read_text() == "keep me\n") if kind == "file" else not list(out.iterdir())
+
+
+RUNS = {"pretrain": {"pretrain": {}, "model": {}}, "finetune": {"task": "ner", "finetune": {}},
+        "model": {"architectures": ["ElectraForTokenClassification"], "model_type": "electra"}}
+RUN_CASES = [("finetune", "pretrain"), ("finetune", "model"), ("pretrain", "finetune"), ("pretrain", "model"),
+             ("reproduce", "pretrain"), ("reproduce", "finetune")]
+
+
+@pytest.mark.parametrize("command, holds", RUN_CASES, ids=[f"{c} --out a {h} folder" for c, h in RUN_CASES])
+def test_a_run_is_never_written_over_another_kind_of_run_or_a_model(command, holds, good_text, tmp_path, capsys):
+    """`finetune --out runs/quickstart` would replace the pre-training run's config.json and metrics.jsonl; `--out`
+    given the --init folder would make the model unreadable (its config.json replaced by the run's)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(RUNS[holds]))
+    (out / "metrics.jsonl").write_text("{}\n")
+    args = {"finetune": ["finetune", "--task", "ner", "--data", good_text, "--init", good_text],
+            "pretrain": ["pretrain", "--preset", "tiny", "--corpus", good_text],
+            "reproduce": ["reproduce", "--init", good_text]}[command]
+    kind = {"pretrain": "a pre-training run", "finetune": "a fine-tuning run", "model": "a model directory"}[holds]
+    line = assert_one_line_error(run(capsys, *args, "--out", out), out)
+    assert line.endswith(f"holds {kind}, not {train.RUN_FOLDERS[command]}; pass another --out")
+    assert json.loads((out / "config.json").read_text()) == RUNS[holds] and sorted(os.listdir(out)) == \
+        ["config.json", "metrics.jsonl"]
 
 
 # ------------------------------------------------------------------------------------------------------- checkpoints
@@ -505,6 +545,20 @@ def test_resume_with_another_model_is_one_line_naming_the_difference(flags, name
     args += flags if "--preset" in flags else ["--preset", "tiny", *flags]
     line = assert_one_line_error(run(capsys, *args), "step_0000004.pt")
     assert named in line
+
+
+def test_resume_with_another_length_leaves_the_runs_own_shards_alone(hoc, scivocab, tmp_path, capsys):
+    """--resume with the wrong --preset (here: another sequence length) and --corpus, as the shards' error once
+    advised: the run's shards are not rebuilt under its checkpoints; the line says what to do instead."""
+    out = tmp_path / "run"
+    common = ["pretrain", "--corpus", *hoc[:20], "--vocab", scivocab, "--out", out, "--processes", "1"]
+    code, _, _, _ = run(capsys, *common, "--preset", "tiny", "--train-steps", "2", "--batch-size", "4")
+    assert code == 0
+    index = (out / "shards" / "index.json").read_bytes()
+    line = assert_one_line_error(run(capsys, *common, "--preset", "small", "--resume"), out / "shards",
+                                 out / "checkpoints")
+    assert "built for --max-length 64, not 128" in line and "resume with the run's own --preset and flags" in line
+    assert (out / "shards" / "index.json").read_bytes() == index
 
 
 def test_a_run_folder_with_checkpoints_needs_resume(trained, shards, scivocab, tmp_path, capsys):

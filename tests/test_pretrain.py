@@ -221,7 +221,19 @@ def test_without_a_corpus_it_trains_on_the_bundled_sample_and_says_so(tmp_path, 
 
 
 def test_with_shards_that_do_not_exist_and_no_corpus_it_says_what_to_pass_and_exits_2(tmp_path, capsys):
+    # the missing folder is named (not the long "no pre-training text" help, which is for a run given nothing)
     assert train.main(["pretrain", "--out", str(tmp_path), "--preset", "tiny", "--shards", str(tmp_path / "s")]) == 2
     error = capsys.readouterr().err
-    assert "--corpus" in error and "train.py corpus" in error
-    assert not list(tmp_path.iterdir())  # nothing half-written
+    assert error == f"error: {tmp_path / 's'}: no such folder (--shards names a folder that `train.py prepare` " \
+                    "built; without it, --corpus builds them)\n"
+    # a file given as --shards; shards without their vocabulary
+    (tmp_path / "file").write_text("x")
+    assert train.main(["pretrain", "--out", str(tmp_path / "o"), "--preset", "tiny", "--shards",
+                       str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'file'}: a file, not a folder (--shards")
+    (tmp_path / "built").mkdir()
+    assert train.main(["pretrain", "--out", str(tmp_path / "o"), "--preset", "tiny", "--shards",
+                       str(tmp_path / "built")]) == 2
+    assert capsys.readouterr().err == f"error: --shards {tmp_path / 'built'}: pass --vocab too, the vocabulary the " \
+                                      "shards were built with\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["built", "file"]  # nothing written

@@ -119,6 +119,13 @@ def test_the_cli_prints_a_summary_and_a_malformed_file_is_one_line_exit_2_with_n
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith(f"error: {broken}:4: malformed XML (mismatched tag")
         assert not out2.exists() and not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*parts"))
+    # well-formed XML that is not PubMed's (a saved web page): an error, not an empty corpus and "0 citations read"
+    page = tmp_path / "pubmed25n0004.xml"
+    page.write_text("<html><body><p>Not a PubMed file.</p></body></html>\n")
+    done = cli("corpus", "--pubmed", baseline[0], page, "--out", out2, "--processes", 1)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == \
+        f"error: {page}: no <PubmedArticle> or <DeleteCitation> in it (not a PubMed baseline or update XML file)"
+    assert not out2.exists() and not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*parts"))
 
 
 def test_a_truncated_gzip_file_is_an_error_naming_it(tmp_path):

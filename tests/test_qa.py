@@ -327,15 +327,36 @@ def test_tiny_model_overfits_20_questions(tmp_path, data_dir, tiny_init):
 
 
 # ----------------------------------------------------------------------------------------------- BioASQ batches
-def test_qa_splits_pair_batches_with_their_golden_files(data_dir):
-    splits = qa.qa_splits([data_dir / BIOASQ_TRAIN, data_dir / "qa" / "bioasq-7b"])
+def test_qa_splits_pair_batches_with_their_golden_files(data_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    splits = qa.qa_splits([data_dir / BIOASQ_TRAIN], [data_dir / "qa" / "bioasq-7b"])
     assert len(splits["train"]) == 4231 and splits["dev"] == []
     assert len(splits["test"]) == 98 + 56 + 84 + 90 + 79  # snippets of batches 1-5 (data README)
     assert {batch: len(golden) for batch, golden in splits["golden"].items()} == \
         {"1": 39, "2": 25, "3": 29, "4": 34, "5": 35}
     assert "5be48c39133db5eb7800001d" in splits["golden"]["1"]
-    with pytest.raises(InputError, match="no SQuAD-format training file"):
-        qa.qa_splits([data_dir / "qa" / "bioasq-7b"])
+    with pytest.raises(InputError, match=r"^\S*7B1_golden.json: not a SQuAD-format file"):
+        qa.qa_splits([data_dir / "qa" / "bioasq-7b"])  # every --data file is training data
+    with pytest.raises(InputError, match=r"^\S*empty: no SQuAD-format training file$"):
+        qa.qa_splits([tmp_path / "empty"])
+    batch = data_dir / "qa/bioasq-7b/BioASQ-test-factoid-7b-1.json"
+    with pytest.raises(InputError, match=r"BioASQ-test-factoid-7b-1.json: no answers to score it by, .*golden"):
+        qa.qa_splits([data_dir / BIOASQ_TRAIN], [batch])  # a test batch without its golden file
+    with pytest.raises(InputError, match=r"7B2_golden.json: no --eval-data test batch shares their questions$"):
+        qa.qa_splits([data_dir / BIOASQ_TRAIN], [data_dir / "qa/bioasq-7b/7B2_golden.json"])
+
+
+def test_qa_files_are_used_as_their_flag_says_whatever_their_names(tmp_path, data_dir):
+    """--data is training data and --eval-data is scored, never trained on: a held-out file named `heldout.json` is a
+    dev file, a training file named `latest.json` (it holds "test") or `devices.json` ("dev") is trained on."""
+    examples = benchmarks.read_squad(data_dir / BIOASQ_TRAIN)
+    latest = write_squad(tmp_path / "latest.json", examples[:6])
+    devices = write_squad(tmp_path / "medical_devices.json", examples[6:10])
+    heldout = write_squad(tmp_path / "heldout.json", examples[10:13])
+    splits = qa.qa_splits([latest, devices], [heldout])
+    assert [e.id for e in splits["train"]] == [e.id for e in examples[:10]]
+    assert [e.id for e in splits["dev"]] == [e.id for e in examples[10:13]] and splits["test"] == []
+    assert splits["golden"] is None
 
 
 def test_golden_ids_that_do_not_match_are_counted(capsys):

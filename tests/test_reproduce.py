@@ -154,11 +154,18 @@ def test_tables_of_every_benchmark_from_recorded_jobs(tmp_path):
     assert "ncbi 1.5, bc5cdr 1.5, jnlpba 1.0" in markdown
 
 
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, data_dir, capsys):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, data_dir, tiny_init, capsys):
     out = tmp_path / "out"
     assert train.main(["reproduce", "--init", str(tmp_path), "--out", str(out), "--tasks", "ncbi,squad"]) == 2
     assert "--tasks: 'ncbi,squad': choose from ncbi,bc5cdr,jnlpba,chemprot,ddi,bioasq" in capsys.readouterr().err
     assert train.main(["reproduce", "--init", str(tmp_path), "--out", str(out), "--data-root", str(data_dir)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "not a model directory" in error and error.count("\n") == 1
+    assert not out.exists()
+    # a --data-root one level too deep: the benchmark's folder is missing; no reproduce.json is left to hold those
+    # settings, so the corrected command is not refused as "other settings"
+    wrong_root = data_dir / "ner"
+    assert train.main(["reproduce", "--init", str(tiny_init), "--out", str(out), "--data-root", str(wrong_root),
+                       "--tasks", "ncbi", "--seeds", "1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {wrong_root / 'ner/NCBI-disease'}: no such folder"
     assert not out.exists()

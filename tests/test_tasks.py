@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -314,6 +315,16 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_pa
     assert stopped.value.code == 130 and len(calls) == 6
     assert (tmp_path / "cut" / "checkpoint.pt").is_file() and not (tmp_path / "cut" / "result.json").exists()
     monkeypatch.setattr(tasks, "train_step", real_step)
+    saved = (tmp_path / "cut" / "checkpoint.pt").read_bytes()
+    # the same command without --resume would start again and throw the stopped run's steps away: refused
+    with pytest.raises(InputError, match=r"checkpoint.pt: a stopped run's checkpoint; pass --resume to continue it"):
+        tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, splits=splits)
+    # --resume with another setting names it
+    with pytest.raises(InputError, match=r"checkpoint.pt: written with other settings \(learning_rate 0.001 -> 0.002\)"):
+        tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", replace(config, learning_rate=2e-3),
+                       splits=splits, resume=True)
+    assert (tmp_path / "cut" / "checkpoint.pt").read_bytes() == saved
+    assert json.loads((tmp_path / "cut" / "config.json").read_text())["finetune"]["learning_rate"] == 1e-3  # kept
     resumed = tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, splits=splits, resume=True)
     assert resumed["test"] == reference["test"] and resumed["dev"] == reference["dev"]
     assert ((tmp_path / "cut" / "metrics.jsonl").read_text() == (tmp_path / "whole" / "metrics.jsonl").read_text())
@@ -395,7 +406,13 @@ def test_a_run_whose_dev_f1_stays_0_says_why(cli, tmp_path, data_dir, tiny_init)
                  "--epochs", 2, "--batch-size", 8)
     assert result.returncode == 0, result.stderr[-2000:]
     note = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
-    assert len(note) == 1 and "dev F1 was 0 in every epoch" in note[0] and "--learning-rate" in note[0], note
+    assert len(note) == 1 and note[0].startswith("note: dev F1 was 0 in every epoch at --learning-rate 5e-05 (")
+    assert "a small model needs a higher --learning-rate (tiny: 1e-3" in note[0], note
+    # at the rate it suggests, the note does not suggest it again
+    result = cli("finetune", "--task", "ner", "--data", folder, "--init", tiny_init, "--out", tmp_path / "run-1e-3",
+                 "--epochs", 1, "--batch-size", 8, "--learning-rate", 1e-3)
+    note = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert note == ["note: dev F1 was 0 in every epoch at --learning-rate 0.001 (no entity, relation or answer found)"]
 
 
 def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_init):
@@ -430,10 +447,38 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
     cases += [("finetune", "--task", "ner", "--data", folder, "--init", pretrain_run, "--out", out),
               ("evaluate", "--model", finetune_run, "--data", folder / "test.txt"),
               ("predict", "--model", finetune_run, folder / "test.txt")]
-    for case in cases:
+    # each with the line it gives: what is wrong, and where
+    broken_config, cut_weights, broken_init = tmp_path / "broken-config", tmp_path / "cut-weights", tmp_path / "bad-init"
+    for copy in (broken_config, cut_weights):
+        shutil.copytree(model_dir, copy)
+    shutil.copytree(tiny_init, broken_init)
+    for config_file in (broken_config / "config.json", broken_init / "discriminator" / "config.json"):
+        config_file.write_text('{"model_type": "electra",\n bad')
+    weights = (cut_weights / "pytorch_model.bin").read_bytes()
+    (cut_weights / "pytorch_model.bin").write_bytes(weights[:len(weights) // 2])  # a copy cut short
+    ner = ("finetune", "--task", "ner", "--data", folder)
+    said = {(*ner[:4], folder / "train.txt", "--init", tiny_init, "--out", out):
+            f"{folder / 'train.txt'}: is a file: --data names the benchmark's folder (train, dev and test)",
+            (*ner, "--init", tmp_path / "nowhere", "--out", out): f"{tmp_path / 'nowhere'}: no such folder",
+            (*ner, "--init", folder / "train.txt", "--out", out): f"{folder / 'train.txt'}: a file, not a model folder",
+            (*ner, "--init", tiny_init, "--out", out, "--eval-data", folder): "--eval-data: for --task qa only",
+            (*ner, "--init", broken_init, "--out", out):
+            f"{broken_init / 'discriminator' / 'config.json'}:2: not valid JSON (Expecting property name",
+            ("evaluate", "--model", broken_config, "--data", folder / "test.txt"):
+            f"{broken_config / 'config.json'}:2: not valid JSON (Expecting property name",
+            ("evaluate", "--model", cut_weights, "--data", folder / "test.txt"):
+            f"{cut_weights / 'pytorch_model.bin'}: cannot be read as weights (",
+            ("evaluate", "--model", model_dir, "--data", folder / "test.txt", "--golden", latin1):
+            f"--golden {latin1}: scores a QA model's BioASQ test batch; {model_dir} is a ner model",
+            ("predict", "--model", model_dir, folder): f"{folder}: a folder, not a text file"}
+    if not torch.cuda.is_available():  # the device is checked before OUT is made
+        said[(*ner, "--init", tiny_init, "--out", out, "--device", "cuda")] = "--device cuda: no CUDA device"
+    for case in cases + list(said):
         result = cli(*case)
         assert result.returncode == 2, (case, result.stderr[-1500:])
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+        if case in said:
+            assert result.stderr.startswith(f"error: {said[case]}"), (said[case], result.stderr)
         if case[-1] == other:  # the unknown tag is named with its file and line
             assert f"{other}:1: tag 'B-Chemical' is not among the model's labels" in result.stderr
         run = next((path for path in case if path in inside), None)
@@ -441,6 +486,23 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
             assert result.stderr == f"error: {run}: a run folder, not a model directory: the model in it is " \
                                     f"{inside[run]}\n"
     assert not out.exists()  # nothing written before the inputs validate
+
+
+def test_predict_reads_stdin_as_strictly_as_a_file(tmp_path, tiny_init, monkeypatch, capsys):
+    """Piped bytes that are not UTF-8: the same one-line error as for a file (stdin's text layer, with the C locale's
+    surrogateescape, would let them through and echo them back)."""
+    import io
+
+    import train
+
+    config = em.read_hf_config(tiny_init / "discriminator")[0]
+    labels = ["O", "B-Disease", "I-Disease"]
+    tasks.save_finetuned(tasks.build_model("ner", em.Encoder(config), config, labels), tmp_path / "model", labels,
+                         tiny_init / "discriminator" / "vocab.txt")
+    piped = io.TextIOWrapper(io.BytesIO("Caf\xe9 au lait .\n".encode("latin-1")), errors="surrogateescape")
+    monkeypatch.setattr(sys, "stdin", piped)
+    assert train.main(["predict", "--model", str(tmp_path / "model")]) == 2
+    assert capsys.readouterr().err == "error: stdin: not UTF-8 text (byte 3: invalid continuation byte)\n"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch_xla") is None and os.environ.get("CI") != "true",
