@@ -118,7 +118,11 @@ def read_documents(path, start=0, end=None):
     """
     path = Path(path)
     with open(path, "rb") as f:
-        head = f.read(8192).decode("utf-8", errors="replace")
+        raw = f.read(8192)
+    if raw.startswith(b"\x1f\x8b") or raw.lstrip().startswith(b"<?xml") or b"<PubmedArticleSet" in raw:
+        raise InputError(f"{path}: " + ("gzip-compressed" if raw.startswith(b"\x1f\x8b") else "XML") + ", not text "
+                         "(PubMed's XML files become the pre-training text with `train.py corpus`)")
+    head = raw.decode("utf-8", errors="replace")
     layout = file_format(path, head)
     if layout == "pubmedqa-json":  # {PMID: {QUESTION (the title), CONTEXTS [...], LONG_ANSWER}}
         for record in pubmedqa_records(path):

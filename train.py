@@ -506,10 +506,18 @@ def export(args):
         model.load_state_dict(state["model"])
     except (TypeError, ValueError, RuntimeError) as error:  # unknown config keys, wrong shapes
         raise InputError(f"{args.checkpoint}: not a checkpoint of this model ({str(error).splitlines()[0][:120]})")
-    if args.vocab and len(read_vocab(args.vocab)) != config.vocab_size:
-        raise InputError(f"{args.vocab}: {len(read_vocab(args.vocab))} tokens, but the checkpoint's embeddings have "
+    vocab = args.vocab
+    if vocab is None:  # the run's own, as its config.json records it: a model folder without one cannot be fine-tuned
+        run = Path(args.checkpoint).resolve().parent.parent
+        recorded = (data.read_json_or_none(run / "config.json") or {}).get("vocab")
+        vocab = next((str(path) for path in (recorded and Path(recorded), run / "vocab.txt") if path and
+                      path.is_file()), None)
+        print(f"vocabulary: {vocab} (the run's; --vocab to choose another)" if vocab else
+              f"note: no vocabulary found beside {run}: none copied (pass --vocab; finetune --init needs one)")
+    if vocab and len(read_vocab(vocab)) != config.vocab_size:
+        raise InputError(f"{vocab}: {len(read_vocab(vocab))} tokens, but the checkpoint's embeddings have "
                          f"{config.vocab_size} rows (pass the vocabulary it was trained with)")
-    save_pretrained(model, args.out, vocab_path=args.vocab)
+    save_pretrained(model, args.out, vocab_path=vocab)
     load_pretrained(args.out)  # read it back: an export that cannot be loaded is not an export
     print(f"exported step {state['step']} -> {args.out}")
 
@@ -738,7 +746,8 @@ def build_parser():
 
     p.add_argument("--checkpoint", required=True, help="a step_*.pt file from a pre-training run")
     p.add_argument("--out", required=True, help="folder for discriminator/ and generator/")
-    p.add_argument("--vocab", help="vocab.txt to copy beside the weights (default: none copied)")
+    p.add_argument("--vocab", help="vocab.txt to copy beside the weights (default: the run's, as its config.json "
+                   "records it, else its vocab.txt)")
     p.set_defaults(run=export)
 
     p = commands.add_parser("corpus", help="PubMed baseline XML -> pre-training text (the paper's corpus)",

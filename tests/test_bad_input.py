@@ -9,6 +9,7 @@ checkpoint; SIGKILL in the middle of a checkpoint write resumes to a run equal t
 
 Most cases run the CLI in-process (train.main) to save the interpreter's start-up; signals need a subprocess.
 """
+import gzip
 import json
 import os
 import re
@@ -220,6 +221,9 @@ def corpus_cases(data_dir):
         "text: NUL bytes": ("a.txt", b"A first sentence.\nBinary\x00\x01\x02 data.\n", r":2: .*NUL"),
         "text: empty file": ("a.txt", b"", "no text to pre-train on|no words"),
         "text: only blank lines": ("a.txt", b"\n\n  \n\t\n", "no text to pre-train on|no words"),
+        "PubMed XML": ("pubmed25n0001.xml", b'<?xml version="1.0"?>\n<PubmedArticleSet>\n</PubmedArticleSet>\n',
+                       r"xml: XML, not text \(PubMed's XML files become the pre-training text with `train.py corpus`\)"),
+        "PubMed XML, gzip": ("pubmed25n0001.xml.gz", gzip.compress(b"<PubmedArticleSet/>"), r"gz: gzip-compressed, not"),
     }
     return {name: (file, content.encode() if isinstance(content, str) else content, pattern)
             for name, (file, content, pattern) in cases.items()}
@@ -232,7 +236,8 @@ CORPUS_CASE_NAMES = [
     "token-tag: a missing tag", "token-tag: not a tag", "tokens: two columns", "pubmedqa: CONTEXTS a number",
     "pubmedqa: CONTEXTS a string", "pubmedqa: CONTEXTS holds a number", "pubmedqa: no CONTEXTS",
     "pubmedqa: QUESTION a list", "pubmedqa: a list, not a dict", "pubmedqa: cut short", "pubmedqa: latin-1",
-    "text: latin-1 byte", "text: NUL bytes", "text: empty file", "text: only blank lines"]
+    "text: latin-1 byte", "text: NUL bytes", "text: empty file", "text: only blank lines", "PubMed XML",
+    "PubMed XML, gzip"]
 
 
 @pytest.mark.parametrize("command", ["prepare", "vocab"])
@@ -503,6 +508,22 @@ def test_export_of_anything_but_our_checkpoint(case, trained, tmp_path, capsys):
     path = not_a_checkpoint(tmp_path, trained, case)
     assert_one_line_error(run(capsys, "export", "--checkpoint", path, "--out", tmp_path / "hf"), path)
     assert not (tmp_path / "hf").exists()
+
+
+def test_export_writes_the_checkpoints_weights_with_the_runs_vocabulary(trained, scivocab, tmp_path, capsys):
+    """`export` without --vocab copies the run's vocabulary (its config.json records it): a folder finetune --init
+    takes, with the checkpoint's weights."""
+    checkpoint = trained / "checkpoints" / "step_0000002.pt"
+    code, stdout, _, err = run(capsys, "export", "--checkpoint", checkpoint, "--out", tmp_path / "hf")
+    assert code == 0, err[-2000:]
+    assert f"vocabulary: {scivocab} (the run's" in stdout and stdout.strip().endswith(f"exported step 2 -> {tmp_path / 'hf'}")
+    assert (tmp_path / "hf" / "discriminator" / "vocab.txt").read_bytes() == scivocab.read_bytes()
+    import tasks
+
+    encoder, _, vocab = tasks.load_init(tmp_path / "hf")
+    weights = torch.load(checkpoint, weights_only=False)["model"]
+    assert vocab == tmp_path / "hf" / "discriminator" / "vocab.txt"
+    assert torch.equal(encoder.embeddings.word_embeddings.weight, weights["embeddings.word_embeddings.weight"])
 
 
 def test_export_with_a_vocabulary_of_another_size(trained, bert_vocab, tmp_path, capsys):

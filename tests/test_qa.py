@@ -74,6 +74,14 @@ def test_features_give_every_gold_answer_back(data_dir, sci_tokenizer, name, cap
     assert len(inexact) == unmappable_first
 
 
+def test_an_answer_past_its_context_is_untrainable_not_a_wordpiece_problem(sci_tokenizer, capsys):
+    example = benchmarks.QAExample("q1", "Which gene?", "BRCA1 is mutated.", [("BRCA1", 40)])  # past the context
+    stats = {}
+    assert benchmarks.qa_features([example], sci_tokenizer, training=True, stats=stats) == []
+    assert stats == {"truncated_questions": 0, "unmappable_answers": 0, "untrainable": 1}
+    assert "WordPiece" not in capsys.readouterr().err
+
+
 def test_windows_and_max_context(word_tokenizer):
     context = " ".join(f"w{i}" for i in range(30))
     example = benchmarks.QAExample("q1", "what ?", context, [("w20 w21", context.index("w20"))])
@@ -353,6 +361,7 @@ def test_qa_files_are_used_as_their_flag_says_whatever_their_names(tmp_path, dat
     latest = write_squad(tmp_path / "latest.json", examples[:6])
     devices = write_squad(tmp_path / "medical_devices.json", examples[6:10])
     heldout = write_squad(tmp_path / "heldout.json", examples[10:13])
+    heldout.write_bytes(b"\xef\xbb\xbf" + heldout.read_bytes())  # a byte-order mark, as some editors save JSON
     splits = qa.qa_splits([latest, devices], [heldout])
     assert [e.id for e in splits["train"]] == [e.id for e in examples[:10]]
     assert [e.id for e in splits["dev"]] == [e.id for e in examples[10:13]] and splits["test"] == []
