@@ -141,9 +141,8 @@ def save_finetuned(model, directory, labels, vocab_path):
 
 
 def check_model_folder(directory):
-    """A folder, and not one of our run folders: those hold their model one level down (pretrain's OUT/electramed-hf,
-    finetune's OUT/best, --seeds' OUT/seed_0/best) and a config.json without a model's "architectures": say which
-    folder to pass instead."""
+    """A folder, not one of our run folders: those hold their model one level down (pretrain's OUT/electramed-hf,
+    finetune's OUT/best, --seeds' OUT/seed_0/best) beside a config.json without "architectures": name it instead."""
     if not directory.is_dir():
         raise InputError(f"{directory}: " + ("a file, not a model folder" if directory.exists() else "no such folder"))
     inside = next((directory / n for n in ("electramed-hf", "best", "seed_0/best") if (directory / n).is_dir()), None)
@@ -381,10 +380,6 @@ FINETUNE_CHECKPOINT_KEYS = ("model", "optimizer", "step", "epoch", "best", "loss
 LOSS_READ_EVERY = 10  # steps between the progress bar's readings of the running loss (each one a host sync)
 
 
-def subset(examples, limit):
-    return examples if limit is None else examples[:limit]
-
-
 def train_step(model, optimizer, batch, lr, clip_norm):
     """One optimizer step: forward, the head's loss, backward, clip the global norm (optimization.py clips in
     fine-tuning too), ELECTRA's Adam at `lr` (a tensor). Returns the loss, detached."""
@@ -416,23 +411,21 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     for name in ("dev", "test"):
         check_labels(task, splits[name], labels, f"{data_dir} ({name})")
     tokenizer = WordPieceTokenizer(vocab)
-    examples = {"train": subset(splits["train"], config.max_train_examples),
-                "dev": subset(splits["dev"], config.max_eval_examples),
-                "test": subset(splits["test"], config.max_eval_examples)}
+    examples = {"train": splits["train"][:config.max_train_examples],  # [:None]: all of them
+                "dev": splits["dev"][:config.max_eval_examples], "test": splits["test"][:config.max_eval_examples]}
     features = {name: featurize(task, split, tokenizer, labels, config, training=name == "train")
                 for name, split in examples.items()}
     checkpoint = out / "checkpoint.pt"
     if not resume and checkpoint.is_file():  # starting again would throw the stopped run's steps away
         raise InputError(f"{checkpoint}: a stopped run's checkpoint; pass --resume to continue it, or another --out")
-    state = load_checkpoint(checkpoint, FINETUNE_CHECKPOINT_KEYS) if resume and checkpoint.is_file() else None
+    state = load_checkpoint(checkpoint, FINETUNE_CHECKPOINT_KEYS) if checkpoint.is_file() else None
     if resume and state is None:
         print(f"{out}: no checkpoint.pt to resume from; starting from scratch")
     if state is not None and (state["labels"] != labels or state["finetune"] != asdict(config)):
         changed = [f"{k} {v} -> {getattr(config, k)}" for k, v in state["finetune"].items() if getattr(config, k) != v]
         raise InputError(f"{checkpoint}: written with other " + (f"settings ({', '.join(changed)})" if changed else
                          "labels") + "; resume with the stopped run's flags, or pass another --out")
-    runtime = setup_runtime(device_name)  # e.g. --device cuda without a GPU
-    device = runtime.device
+    device = setup_runtime(device_name).device  # e.g. --device cuda without a GPU: an error before OUT is made
     out.mkdir(parents=True, exist_ok=True)  # ... before anything is written
     (out / "config.json").write_text(json.dumps({"task": task, "data": str(data_dir), "init": str(init),
                                                  "finetune": asdict(config), "labels": labels}, indent=1) + "\n")
@@ -484,8 +477,7 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
             save_atomic({"model": to_cpu(model.state_dict()), "optimizer": to_cpu(optimizer.state_dict()),
                          "step": step, "epoch": epoch, "best": best, "loss_sum": loss_sum, "labels": labels,
                          "finetune": asdict(config)}, checkpoint)
-            print(f"stopped at step {step}; {checkpoint} saved: `finetune --resume` (or `reproduce` again) continues",
-                  file=sys.stderr)
+            print(f"stopped at step {step}; `finetune --resume` (or `reproduce` again) continues", file=sys.stderr)
             raise SystemExit(stop.exit_code)
         # QA without a dev file (BioASQ: the paper has none) keeps the last epoch
         dev = evaluate(task, model, examples["dev"], features["dev"], labels, config, device)[0] \
