@@ -507,11 +507,11 @@ def export(args):
     except (TypeError, ValueError, RuntimeError) as error:  # unknown config keys, wrong shapes
         raise InputError(f"{args.checkpoint}: not a checkpoint of this model ({str(error).splitlines()[0][:120]})")
     vocab = args.vocab
-    if vocab is None:  # the run's own, as its config.json records it: a model folder without one cannot be fine-tuned
+    if vocab is None:  # the run's own (the checkpoint holds its digest): a model folder without one can't be fine-tuned
         run = Path(args.checkpoint).resolve().parent.parent
         recorded = (data.read_json_or_none(run / "config.json") or {}).get("vocab")
-        vocab = next((str(path) for path in (recorded and Path(recorded), run / "vocab.txt") if path and
-                      path.is_file()), None)
+        vocab = next((str(path) for path in map(Path, filter(None, (recorded, run / "vocab.txt"))) if path.is_file()
+                      and data.file_digest(path) == state.get("vocab_sha1")), None)
         print(f"vocabulary: {vocab} (the run's; --vocab to choose another)" if vocab else
               f"note: no vocabulary found beside {run}: none copied (pass --vocab; finetune --init needs one)")
     if vocab and len(read_vocab(vocab)) != config.vocab_size:
@@ -746,8 +746,8 @@ def build_parser():
 
     p.add_argument("--checkpoint", required=True, help="a step_*.pt file from a pre-training run")
     p.add_argument("--out", required=True, help="folder for discriminator/ and generator/")
-    p.add_argument("--vocab", help="vocab.txt to copy beside the weights (default: the run's, as its config.json "
-                   "records it, else its vocab.txt)")
+    p.add_argument("--vocab", help="vocab.txt to copy beside the weights (default: the run's, found where its "
+                   "config.json says or as OUT/vocab.txt, and checked against the checkpoint's record of it)")
     p.set_defaults(run=export)
 
     p = commands.add_parser("corpus", help="PubMed baseline XML -> pre-training text (the paper's corpus)",

@@ -524,6 +524,15 @@ def test_export_writes_the_checkpoints_weights_with_the_runs_vocabulary(trained,
     weights = torch.load(checkpoint, weights_only=False)["model"]
     assert vocab == tmp_path / "hf" / "discriminator" / "vocab.txt"
     assert torch.equal(encoder.embeddings.word_embeddings.weight, weights["embeddings.word_embeddings.weight"])
+    # a vocabulary beside the run that is not the one it trained with is not taken for it
+    moved = tmp_path / "moved"
+    shutil.copytree(trained, moved)
+    (moved / "config.json").write_text(json.dumps({"vocab": str(tmp_path / "gone.txt")}))
+    (moved / "vocab.txt").write_text(scivocab.read_text().replace("protein", "proteins", 1))
+    code, stdout, _, err = run(capsys, "export", "--checkpoint", moved / "checkpoints" / "step_0000002.pt", "--out",
+                               tmp_path / "hf2")
+    assert code == 0 and f"note: no vocabulary found beside {moved}: none copied" in stdout, err[-2000:]
+    assert not (tmp_path / "hf2" / "discriminator" / "vocab.txt").exists()
 
 
 def test_export_with_a_vocabulary_of_another_size(trained, bert_vocab, tmp_path, capsys):
