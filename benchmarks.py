@@ -105,6 +105,7 @@ def read_squad(path):
                 examples.append(QAExample(str(qa["id"]), qa["question"], context, answers))
     if not examples:
         raise InputError(f"{path}: no questions")
+    check_unique_ids(examples, path)
     report_ids(path, "answers whose text is not the context at answer_start (kept for scoring, not trained on)",
             misplaced)
     report_ids(path, "questions with an empty context (they score as unanswered)", empty)
@@ -128,6 +129,15 @@ def read_bioasq_golden(path):
     if not golden:
         raise InputError(f"{path}: no factoid questions")
     return golden
+
+
+def check_unique_ids(examples, where):
+    """Predictions and scores are kept per question id: two questions under one id would score as one."""
+    seen = set()
+    for example in examples:
+        if example.id in seen:
+            raise InputError(f"{where}: question id {example.id!r} is used twice (each question needs its own id)")
+        seen.add(example.id)
 
 
 def _token_span(offsets, char_start, char_end):
@@ -432,11 +442,20 @@ def ddi_train_without_dev(train, dev):
 
 
 def label_list(examples):
-    """The sorted label set of NER sentences ('O' first) or RE examples: what a fine-tuned model stores."""
-    if examples and isinstance(examples[0], NerSentence):
+    """The sorted label set of NER sentences ('O' first) or RE examples: what a fine-tuned model stores (QA: none)."""
+    if not examples or isinstance(examples[0], QAExample):
+        return []
+    if isinstance(examples[0], NerSentence):
         tags = {tag for sentence in examples for tag in sentence.tags}
         return ["O"] * ("O" in tags) + sorted(tags - {"O"})
     return sorted({example.label for example in examples})
+
+
+def check_labels(examples, labels, where):
+    """A dev or test label that training never showed the model (it could never be predicted) is an error."""
+    if unknown := sorted(set(label_list(examples)) - set(labels)):
+        raise InputError(f"{where}: label(s) {', '.join(unknown[:5])} not among the training labels "
+                         f"({', '.join(labels)})")
 
 
 def _split_file(folder, split, suffixes):

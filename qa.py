@@ -167,6 +167,20 @@ def pair_golden(goldens, tests):
     return batches
 
 
+def first_per_batch(tests, golden, limit):
+    """The first `limit` snippets of EACH BioASQ test batch ({batch: golden}): cutting the batches' concatenation
+    would leave the later batches without questions, and score them 0."""
+    if limit is None:
+        return tests
+    kept = {batch: [] for batch in golden}
+    for example in tests:
+        question = bioasq_question_id(example.id)
+        batch = next((b for b, answers in golden.items() if question in answers), None)
+        if batch is not None and len(kept[batch]) < limit:
+            kept[batch].append(example)
+    return [example for batch in kept.values() for example in batch]
+
+
 def bioasq_batch(path):
     """A test batch's name: its number for BioASQ-test-factoid-7b-N.json, else the file name."""
     match = re.search(r"-(\d+)\.json$", str(path))
@@ -248,5 +262,6 @@ def qa_splits(train_paths, eval_paths=()):
             dev += examples
     if goldens and not tests:
         raise InputError(f"{', '.join(map(str, golden_files))}: no --eval-data test batch shares their questions")
+    benchmarks.check_unique_ids(dev + [e for examples in tests.values() for e in examples], "--eval-data files")
     return {"train": train, "dev": dev, "test": [e for examples in tests.values() for e in examples],
             "golden": pair_golden(goldens, tests) if tests else None}

@@ -124,36 +124,27 @@ def check_settings(out, settings):
                              f"another --out, or the same settings to resume")
 
 
-def load_splits(name, data_root, max_eval_examples):
-    """A benchmark's splits as tasks.finetune takes them. BioASQ: --max-eval-examples keeps the first N snippets of
-    EACH test batch (tasks.finetune would cut the batches' concatenation, leaving later batches without questions)."""
+def load_splits(name, data_root):
+    """A benchmark's splits as tasks.finetune takes them."""
     benchmark = BENCHMARKS[name]
     paths = [data_root / path for path in benchmark.paths]
     if benchmark.task != "qa":
         return benchmarks.task_splits(benchmark.task, paths[0])
-    splits = qa.qa_splits(paths[:1], paths[1:])
-    if name == "bioasq" and max_eval_examples is not None:
-        kept = {batch: [] for batch in splits["golden"]}
-        for example in splits["test"]:
-            question = qa.bioasq_question_id(example.id)
-            batch = next((b for b, golden in splits["golden"].items() if question in golden), None)
-            if batch is not None and len(kept[batch]) < max_eval_examples:
-                kept[batch].append(example)
-        splits["test"] = [example for batch in kept.values() for example in batch]
-    return splits
+    return qa.qa_splits(paths[:1], paths[1:])
 
 
 def run_job(name, k, init, out, data_root, splits, settings, device, keep_models):
     benchmark = BENCHMARKS[name]
     config = replace(tasks.DEFAULTS[benchmark.defaults], seed=tasks.FinetuneConfig.seed + k,
                      max_train_examples=settings["max_train_examples"],
-                     max_eval_examples=None if name == "bioasq" else settings["max_eval_examples"])
+                     max_eval_examples=settings["max_eval_examples"])
     if settings["epochs"] is not None:
         config = replace(config, epochs=settings["epochs"])
     start_init = job_dir(out, "squad", k) / "best" if name == "bioasq" else init
     directory = job_dir(out, name, k)
     started = time.time()
-    resume = (directory / "checkpoint.pt").is_file()  # a job stopped by Ctrl-C/SIGTERM continues where it stopped
+    # a job stopped by Ctrl-C/SIGTERM continues where it stopped; one killed before its job.json is kept
+    resume = (directory / "checkpoint.pt").is_file() or (directory / "result.json").is_file()
     result = tasks.finetune(benchmark.task, data_root / benchmark.paths[0], start_init, directory, config, device,
                             splits, resume)
     record = {"benchmark": name, "seed_index": k, "seed": config.seed, "device": device,
@@ -179,7 +170,7 @@ def reproduce(init, out, seeds=5, names=TASK_CHOICES, device="cpu", epochs=None,
     for name, k in done:
         print(f"skip {name} seed {k}: finished ({job_dir(out, name, k) / 'job.json'})")
     print(f"{len(done)} of {len(jobs)} jobs already finished, {len(jobs) - len(done)} to run")
-    splits = {name: load_splits(name, data_root, max_eval_examples)  # bad data fails now, not hours later
+    splits = {name: load_splits(name, data_root)  # bad data fails now, not hours later
               for name in dict.fromkeys(name for name, k in jobs if (name, k) not in done)}
     if not (out / "reproduce.json").is_file():  # the inputs checked out: OUT's results are these settings' from now on
         out.mkdir(parents=True, exist_ok=True)
@@ -211,16 +202,19 @@ def finetune_seeds(task, data_dir, init, out, config: tasks.FinetuneConfig, devi
                               device_name, splits, resume) for k in range(seeds)]
     summary = {"task": task, "data": str(data_dir), "init": str(init), "seeds": [r["seed"] for r in results],
                "finetune": asdict(config)}
+    quick = [f"--{key.replace('_', '-')} {getattr(config, key)}" for key in ("max_train_examples", "max_eval_examples")
+             if getattr(config, key) is not None]  # said above the table, as reproduce's tables do
+    quick = f"**QUICK LOOK, NOT THE BENCHMARK'S SCORES: {', '.join(quick)}**\n\n" if quick else ""
     if task == "qa":  # Table 9: SAcc/LAcc/MRR per BioASQ test batch (or SQuAD EM/F1)
         summary["test"] = qa.qa_summary(results)
         (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        (out / "summary.md").write_text(qa.qa_table(summary["test"], seeds))
+        (out / "summary.md").write_text(quick + qa.qa_table(summary["test"], seeds))
         return summary
     for split in ("dev", "test"):
         summary[split] = {k: dict(zip(("mean", "std"), metrics.mean_std([r[split][k] for r in results])))
                           for k in PRF}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "summary.md").write_text(summary_table([r["test"] for r in results], task, data_dir.name))
+    (out / "summary.md").write_text(quick + summary_table([r["test"] for r in results], task, data_dir.name))
     return summary
 
 

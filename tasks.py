@@ -12,8 +12,9 @@ What it follows:
 - transformers' ElectraFor{TokenClassification,SequenceClassification,QuestionAnswering}: the weight names, so that a
   fine-tuned model is a directory transformers loads.
 
-The loop is shared by all tasks; the task-specific parts are four functions that branch on the task:
-`label_list`, `featurize`, `build_model` and `evaluate` (plus `read_examples` for a single file).
+The loop is shared by all tasks; the task-specific parts are three functions that branch on the task: `featurize`,
+`build_model` and `evaluate` (plus `read_examples` for a single file); the labels come from the training data
+(`benchmarks.label_list`).
 """
 import json
 import math
@@ -219,23 +220,6 @@ def read_examples(task, path, labels=None):
     raise InputError(f"evaluate --data: task {task} is not supported here")
 
 
-def label_list(task, train):
-    """Labels from the training data ("O" first, then sorted); they travel with the model. QA has none."""
-    return benchmarks.label_list(train) if task in ("ner", "re") else []
-
-
-def check_labels(task, examples, labels, where):
-    if task == "ner":
-        unknown = sorted({tag for _, tags in examples for tag in tags} - set(labels))
-    elif task == "re":
-        unknown = sorted({example[2] for example in examples} - set(labels))
-    else:
-        return
-    if unknown:
-        raise InputError(f"{where}: label(s) {', '.join(unknown[:5])} not among the training labels "
-                         f"({', '.join(labels)})")
-
-
 # ------------------------------------------------------------------------------------------------------ featurizing
 def featurize(task, examples, tokenizer, labels, config, training=False):
     if task == "ner":
@@ -380,6 +364,10 @@ FINETUNE_CHECKPOINT_KEYS = ("model", "optimizer", "step", "epoch", "best", "loss
 LOSS_READ_EVERY = 10  # steps between the progress bar's readings of the running loss (each one a host sync)
 
 
+def changed_settings(saved, now):
+    return ", ".join(f"{key} {saved.get(key)} -> {value}" for key, value in now.items() if saved.get(key) != value)
+
+
 def train_step(model, optimizer, batch, lr, clip_norm):
     """One optimizer step: forward, the head's loss, backward, clip the global norm (optimization.py clips in
     fine-tuning too), ELECTRA's Adam at `lr` (a tensor). Returns the loss, detached."""
@@ -398,33 +386,41 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     (QA's SQuAD -> BioASQ, tests). SIGINT/SIGTERM: the step ends, OUT/checkpoint.pt is written, and the process exits
     130/143; `resume` continues from it (the batch order and dropout depend only on the seed and the step)."""
     data_dir, out = Path(data_dir), Path(out)
-    if resume and (out / "result.json").is_file():
+    finished, checkpoint = read_json_or_none(out / "result.json"), out / "checkpoint.pt"
+    if not resume and (finished or checkpoint.is_file()):  # a new run would mix its files with the earlier one's
+        raise InputError(f"{out}: holds a " + ("finished run (result.json); pass --resume to keep it" if finished else
+                         "stopped run (checkpoint.pt); pass --resume to continue it") + ", or another --out")
+    if finished:
+        now = {"data": str(data_dir), "init": str(init), **asdict(config)}
+        if changed := changed_settings({"data": finished["data"], "init": finished["init"], **finished["finetune"]}, now):
+            raise InputError(f"{out / 'result.json'}: finished with other settings ({changed}); pass another --out")
         print(f"{out}: already finished (result.json); nothing to resume")
-        return json.loads((out / "result.json").read_text())
+        return finished
     if splits is None:  # everything is validated ...
         splits = qa.qa_splits([data_dir]) if task == "qa" else benchmarks.task_splits(task, data_dir)
     for name in ("train",) if task == "qa" else ("train", "dev", "test"):  # QA: dev and test optional (qa_splits)
         if not splits.get(name):
             raise InputError(f"{data_dir}: the {name} split is empty")
     encoder, model_config, vocab = load_init(init)
-    labels = label_list(task, splits["train"])
+    labels = benchmarks.label_list(splits["train"])  # "O" first, then sorted; they travel with the model
     for name in ("dev", "test"):
-        check_labels(task, splits[name], labels, f"{data_dir} ({name})")
+        benchmarks.check_labels(splits[name], labels, f"{data_dir} ({name})")
     tokenizer = WordPieceTokenizer(vocab)
     examples = {"train": splits["train"][:config.max_train_examples],  # [:None]: all of them
                 "dev": splits["dev"][:config.max_eval_examples], "test": splits["test"][:config.max_eval_examples]}
+    if splits.get("golden"):  # BioASQ: the first N of each test batch
+        examples["test"] = qa.first_per_batch(splits["test"], splits["golden"], config.max_eval_examples)
     features = {name: featurize(task, split, tokenizer, labels, config, training=name == "train")
                 for name, split in examples.items()}
-    checkpoint = out / "checkpoint.pt"
-    if not resume and checkpoint.is_file():  # starting again would throw the stopped run's steps away
-        raise InputError(f"{checkpoint}: a stopped run's checkpoint; pass --resume to continue it, or another --out")
+    if not features["train"]:  # QA: no question has its answer where answer_start says (reported above)
+        raise InputError(f"{data_dir}: no training example left to learn from")
     state = load_checkpoint(checkpoint, FINETUNE_CHECKPOINT_KEYS) if checkpoint.is_file() else None
     if resume and state is None:
         print(f"{out}: no checkpoint.pt to resume from; starting from scratch")
     if state is not None and (state["labels"] != labels or state["finetune"] != asdict(config)):
-        changed = [f"{k} {v} -> {getattr(config, k)}" for k, v in state["finetune"].items() if getattr(config, k) != v]
-        raise InputError(f"{checkpoint}: written with other " + (f"settings ({', '.join(changed)})" if changed else
-                         "labels") + "; resume with the stopped run's flags, or pass another --out")
+        changed = changed_settings(state["finetune"], asdict(config)) or f"labels {state['labels']} -> {labels}"
+        raise InputError(f"{checkpoint}: written with other settings ({changed}); resume with the stopped run's "
+                         "flags, or pass another --out")
     device = setup_runtime(device_name).device  # e.g. --device cuda without a GPU: an error before OUT is made
     out.mkdir(parents=True, exist_ok=True)  # ... before anything is written
     (out / "config.json").write_text(json.dumps({"task": task, "data": str(data_dir), "init": str(init),

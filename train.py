@@ -531,6 +531,10 @@ def finetune(args):
     if args.eval_data and args.task != "qa":
         raise InputError("--eval-data: for --task qa only (ner and re score the dev and test files of the --data "
                          "folder)")
+    out = Path(args.out)  # one layout per folder: OUT/seed_K/ with --seeds, OUT/result.json without
+    if ((out / "seed_0").is_dir() if args.seeds == 1 else (out / "result.json").is_file() or
+            (out / "checkpoint.pt").is_file()):
+        raise InputError(f"{out}: holds a run {'with' if args.seeds == 1 else 'without'} --seeds; pass another --out")
     splits = qa.qa_splits([args.data], args.eval_data or []) if args.task == "qa" else None
     if args.seeds > 1:
         reproduce.finetune_seeds(args.task, args.data, args.init, args.out, config, args.device, args.seeds, splits,
@@ -556,12 +560,15 @@ def predict(args):
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as error:
         raise InputError(f"{args.file or 'stdin'}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+    if args.question is not None and not args.question.strip():
+        raise InputError("--question: empty")
     if args.question:  # QA: the whole text is the passage; the top 5 answers with their probabilities
         for rank, (answer, probability) in enumerate(tasks.predict_answers(args.model, args.question, text,
                                                                            device_name=args.device), 1):
             print(f"{rank}. {answer}\t{probability:.4f}")
         return
-    lines = text.splitlines()
+    # one example per line, split at "\n" alone (\r\n too): str.splitlines would also cut at \f, \x85, U+2028, ...
+    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
     if not any(line.strip() for line in lines):
         raise InputError(f"{args.file or 'stdin'}: no text to predict on")
     for line in tasks.predict_lines(args.model, lines, args.batch_size, args.max_length, args.device):
@@ -614,8 +621,8 @@ non_negative_float = _ranged(float, lambda v: v >= 0, lambda v: True, "a number 
 probability_open = _ranged(float, lambda v: v > 0, lambda v: v < 1, "a number in (0, 1), both ends excluded")
 fraction_below_one = _ranged(float, lambda v: v >= 0, lambda v: v < 1, "a number in [0, 1)")
 # at least [CLS] a token [SEP] plus ELECTRA's random shorter targets (randint(5, max_length)); at most the positions
-sequence_length = _ranged(int, lambda v: v >= 5, lambda v: v <= MAX_POSITIONS, f"5 to {MAX_POSITIONS} (the position "
-                          "table; at least [CLS] a token [SEP])")
+sequence_length = _ranged(int, lambda v: v >= 5, lambda v: v <= MAX_POSITIONS, f"5 to {MAX_POSITIONS} (at most the "
+                          "position table; at least ELECTRA's shortest random target)")
 vocab_size = _ranged(int, lambda v: v > len(SPECIAL_TOKENS), lambda v: True, f"more than the {len(SPECIAL_TOKENS)} "
                      "special tokens (and at least the corpus's characters)")
 for _name, _parse in [("positive_int", positive_int), ("non_negative_int", non_negative_int),

@@ -249,6 +249,22 @@ def test_unknown_relation_label_names_file_and_line(tmp_path):
         benchmarks.read_re(tmp_path / "dev.csv", labels={"DDI-false"})
 
 
+def test_a_dev_tag_training_never_showed_is_named(tmp_path):
+    """NER splits are read without the training labels (RE's dev and test are, line by line): finetune then checks
+    them against the training labels, naming the split and every tag it lacks."""
+    write(tmp_path / "train.tsv", "a\tB-X\nb\tO\n")
+    write(tmp_path / "dev.tsv", "a\tB-Y\nb\tI-Z\nc\tB-X\n")
+    write(tmp_path / "test.tsv", "a\tO\n")
+    splits = benchmarks.task_splits("ner", tmp_path)
+    labels = benchmarks.label_list(splits["train"])
+    assert labels == ["O", "B-X"]
+    with pytest.raises(InputError, match=r"^where: label\(s\) B-Y, I-Z not among the training labels \(O, B-X\)$"):
+        benchmarks.check_labels(splits["dev"], labels, "where")
+    benchmarks.check_labels(splits["train"], labels, "where")  # its own labels
+    question = benchmarks.QAExample("q", "Which?", "It.", [("It", 0)])
+    assert benchmarks.label_list([question]) == [] and benchmarks.check_labels([question], [], "where") is None
+
+
 def test_ner_splits_accept_mtl_devel_and_reject_two_dev_files(tmp_path):
     for name in ("train.tsv", "devel.tsv", "test.tsv"):
         write(tmp_path / name, "a\tB-X\nb\tI-X\n")

@@ -450,9 +450,46 @@ def test_cli_finetune_evaluate_predict_qa(cli, tmp_path, data_dir, tiny_init):
                  ("evaluate", "--model", model, "--data", test_file, "--golden", other_golden),
                  ("evaluate", "--model", model, "--data", test_file),  # no answers, no golden file
                  ("finetune", "--task", "qa", "--data", bad, "--init", tiny_init, "--out", tmp_path / "none"),
-                 ("predict", "--model", model)]:
+                 ("predict", "--model", model), ("predict", "--model", model, "--question", ""),
+                 ("predict", "--model", model, "--question", "   ")]:
         result = cli(*case, stdin="some text")
         assert result.returncode == 2, (case, result.stderr[-1500:])
         assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
         assert case[-1] != bad or "bad.json:2: not valid JSON" in result.stderr
+        assert str(case[-1]).strip() or result.stderr == "error: --question: empty\n"
     assert not (tmp_path / "none").exists()
+
+
+def test_qa_bad_training_and_scoring_files_are_one_line_and_write_nothing(cli, tmp_path, data_dir, tiny_init):
+    """Training questions none of which has its answer where answer_start says (a BioASQ test batch given as --data,
+    answer_start -1): nothing to learn from, said before anything is written (it was a ZeroDivisionError). Two
+    questions under one id would be scored as one (the n-best lists are kept per id): refused in one file and across
+    the --eval-data files."""
+    examples = benchmarks.read_squad(data_dir / BIOASQ_TRAIN)[:6]
+    unplaced = write_squad(tmp_path / "unplaced.json", [benchmarks.QAExample(e.id, e.question, e.context,
+                                                                             [(e.answers[0][0], -1)])
+                                                        for e in examples])
+    twice = write_squad(tmp_path / "twice.json", [examples[0], examples[1]._replace(id=examples[0].id)])
+    good = write_squad(tmp_path / "good.json", examples[:3])
+    other = write_squad(tmp_path / "other.json", examples[2:4])  # shares examples[2]'s id with good.json
+    out = tmp_path / "out"
+    said = {("--data", unplaced): f"{unplaced}: no training example left to learn from",
+            ("--data", twice): f"{twice}: question id {examples[0].id!r} is used twice",
+            ("--data", good, "--eval-data", good, other): f"--eval-data files: question id {examples[2].id!r} is used "
+                                                          "twice"}
+    for flags, line in said.items():
+        result = cli("finetune", "--task", "qa", *flags, "--init", tiny_init, "--out", out, "--max-length", 128)
+        assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(f"error: {line}"), \
+            result.stderr[-1500:]
+    assert not out.exists()
+
+
+def test_first_per_batch_keeps_the_first_snippets_of_each_test_batch(data_dir):
+    splits = qa.qa_splits([data_dir / BIOASQ_TRAIN], [data_dir / "qa" / "bioasq-7b"])
+    kept = qa.first_per_batch(splits["test"], splits["golden"], 2)
+    batch_of = {qa.bioasq_question_id(e.id): b for b, golden in splits["golden"].items() for e in splits["test"]
+                if qa.bioasq_question_id(e.id) in golden}
+    assert [batch_of[qa.bioasq_question_id(e.id)] for e in kept] == ["1", "1", "2", "2", "3", "3", "4", "4", "5", "5"]
+    first = {b: [e for e in splits["test"] if batch_of.get(qa.bioasq_question_id(e.id)) == b][:2] for b in "12345"}
+    assert kept == [e for b in "12345" for e in first[b]]
+    assert qa.first_per_batch(splits["test"], splits["golden"], None) == splits["test"]

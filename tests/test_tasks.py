@@ -317,7 +317,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_pa
     monkeypatch.setattr(tasks, "train_step", real_step)
     saved = (tmp_path / "cut" / "checkpoint.pt").read_bytes()
     # the same command without --resume would start again and throw the stopped run's steps away: refused
-    with pytest.raises(InputError, match=r"checkpoint.pt: a stopped run's checkpoint; pass --resume to continue it"):
+    with pytest.raises(InputError, match=r"cut: holds a stopped run \(checkpoint.pt\); pass --resume to continue it, "):
         tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, splits=splits)
     # --resume with another setting names it
     with pytest.raises(InputError, match=r"checkpoint.pt: written with other settings \(learning_rate 0.001 -> 0.002\)"):
@@ -331,7 +331,13 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_pa
     ours, theirs = (torch.load(tmp_path / run / "best" / "pytorch_model.bin") for run in ("cut", "whole"))
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
     assert not (tmp_path / "cut" / "checkpoint.pt").exists()
-    assert tasks.finetune("ner", "x", tiny_init, tmp_path / "cut", config, resume=True) == resumed  # finished
+    # finished: --resume returns its result (the data is not read again); without it, or with other settings, refused
+    assert tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, resume=True) == resumed
+    with pytest.raises(InputError, match=r"cut: holds a finished run \(result.json\); pass --resume to keep it, or "):
+        tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, splits=splits)
+    with pytest.raises(InputError, match=r"result.json: finished with other settings \(data NCBI-disease -> BC5CDR, "
+                                         r"epochs 3 -> 4\); pass another --out$"):
+        tasks.finetune("ner", "BC5CDR", tiny_init, tmp_path / "cut", replace(config, epochs=4), resume=True)
 
 
 # ---------------------------------------------------------------------------------------------------- the CLI
@@ -373,16 +379,19 @@ def test_cli_finetune_evaluate_predict(cli, tmp_path, data_dir, tiny_init, task)
     assert summary["seeds"] == [12345, 12346]
     table = (out / "summary.md").read_text()
     assert ("| NCBI-disease | P | 85.87 |" in table) if task == "ner" else ("| chemprot | P | 75.47 |" in table)
+    assert table.startswith("**QUICK LOOK, NOT THE BENCHMARK'S SCORES: --max-train-examples 16**\n\n")
     model = getattr(transformers, HF_CLASSES[task]).from_pretrained(out / "seed_0" / "best")
     assert list(model.config.id2label.values()) == saved["labels"]
 
     result = cli("evaluate", "--model", out / "seed_0" / "best", "--data", test_file)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "precision" in result.stdout and ("Disease" in result.stdout or "CPR:" in result.stdout)
-    text = "Occasional missense mutations in ATM were also found in tumour DNA .\n\nSecond line ."
+    # a blank line, Windows line ends, and characters str.splitlines would cut a line at (\f, U+2028): line for line
+    text = "Occasional missense mutations in ATM were also found in tumour DNA .\r\n\r\nSecond\f line \u2028 ."
     result = cli("predict", "--model", out / "seed_0" / "best", stdin=text)
     assert result.returncode == 0, result.stderr[-2000:]
     printed = result.stdout.rstrip("\n").split("\n")
+    text = text.replace("\r\n", "\n")
     assert len(printed) == 3
     assert printed[1] == ""  # a blank line stays blank
     if task == "re":  # label TAB line
@@ -457,6 +466,10 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
     weights = (cut_weights / "pytorch_model.bin").read_bytes()
     (cut_weights / "pytorch_model.bin").write_bytes(weights[:len(weights) // 2])  # a copy cut short
     ner = ("finetune", "--task", "ner", "--data", folder)
+    seeded, single = tmp_path / "seeded", tmp_path / "single"
+    (seeded / "seed_0").mkdir(parents=True)
+    single.mkdir()
+    (single / "result.json").write_text("{}")
     said = {(*ner[:4], folder / "train.txt", "--init", tiny_init, "--out", out):
             f"{folder / 'train.txt'}: is a file: --data names the benchmark's folder (train, dev and test)",
             (*ner, "--init", tmp_path / "nowhere", "--out", out): f"{tmp_path / 'nowhere'}: no such folder",
@@ -470,7 +483,11 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
             f"{cut_weights / 'pytorch_model.bin'}: cannot be read as weights (",
             ("evaluate", "--model", model_dir, "--data", folder / "test.txt", "--golden", latin1):
             f"--golden {latin1}: scores a QA model's BioASQ test batch; {model_dir} is a ner model",
-            ("predict", "--model", model_dir, folder): f"{folder}: a folder, not a text file"}
+            ("predict", "--model", model_dir, folder): f"{folder}: a folder, not a text file",
+            # one layout per run folder: a single run never goes into a --seeds run's folder, nor the reverse
+            (*ner, "--init", tiny_init, "--out", seeded): f"{seeded}: holds a run with --seeds; pass another --out",
+            (*ner, "--init", tiny_init, "--out", single, "--seeds", 2):
+            f"{single}: holds a run without --seeds; pass another --out"}
     if not torch.cuda.is_available():  # the device is checked before OUT is made
         said[(*ner, "--init", tiny_init, "--out", out, "--device", "cuda")] = "--device cuda: no CUDA device"
     for case in cases + list(said):
