@@ -161,13 +161,13 @@ def qa_features(examples, tokenizer, max_length=384, doc_stride=128, max_query_l
     context_tokens = {}  # many questions share a paragraph: tokenize each context once
     features = []
     for example_index, example in enumerate(examples):
-        question = tokenizer.encode(example.question)
+        question = tokenizer.encode(example.question, specials=False)
         question_ids = question.ids[1:-1]
         if len(question_ids) > max_query_length:
             truncated.append(example.id)
             question_ids = question_ids[:max_query_length]
         if example.context not in context_tokens:
-            encoding = tokenizer.encode(example.context)
+            encoding = tokenizer.encode(example.context, specials=False)
             context_tokens[example.context] = (encoding.ids[1:-1], encoding.offsets[1:-1])
         ids, offsets = context_tokens[example.context]
 
@@ -553,7 +553,7 @@ def ner_features(sentences, tokenizer, labels, max_length):
     predicts and -100 elsewhere; `words` = [(token position, word index)] for decoding. Tags may be None (predict)."""
     label_ids, budget, features = {label: i for i, label in enumerate(labels)}, max_length - 2, []
     for index, (words, tags) in enumerate(sentences):
-        pieces = [tokenizer.tokenize_ids(word)[:budget] or [tokenizer.unk_id] for word in words]
+        pieces = [tokenizer.tokenize_ids(word, specials=False)[:budget] or [tokenizer.unk_id] for word in words]
         lengths = [len(p) for p in pieces]
         windows = word_windows(lengths, budget) if words else []
         owner = best_windows(lengths, windows, budget)
@@ -573,7 +573,8 @@ def ner_features(sentences, tokenizer, labels, max_length):
 
 def re_features(examples, tokenizer, labels, max_length):
     """[CLS] text [SEP], cut to max_length as BERT does, and the label's id (0 when there is none: predict, where it
-    is not read). One feature per example, in order."""
+    is not read). One feature per example, in order. As in NER and QA, a literal "[SEP]" in the text is text
+    (specials=False), as the official FullTokenizer splits it."""
     label_ids = {label: i for i, label in enumerate(labels)}
-    return [{"input_ids": tokenizer.encode(example[1], max_length=max_length).ids,
+    return [{"input_ids": tokenizer.encode(example[1], max_length=max_length, specials=False).ids,
              "labels": label_ids.get(example[2], 0)} for example in examples]

@@ -154,10 +154,11 @@ class WordPieceTokenizer:
                 return None  # no piece matches at `start`
         return tuple(pieces)
 
-    def _encode_chunk(self, chunk):
-        """Tokens, ids and chunk-relative offsets of one whitespace-free chunk; cached."""
+    def _encode_chunk(self, chunk, specials=True):
+        """Tokens, ids and chunk-relative offsets of one whitespace-free chunk; cached (with specials=False, a chunk
+        holding a literal special token is not: it is rare, and its entry differs)."""
         tokens, offsets = [], []
-        parts = SPECIAL.split(chunk) if "[" in chunk else [chunk]  # odd positions hold the special tokens
+        parts = SPECIAL.split(chunk) if specials and "[" in chunk else [chunk]  # odd positions: the special tokens
         part_start = 0
         for index, part in enumerate(parts):
             if index % 2:  # a special token in the text stays whole (BERT never splits special tokens)
@@ -169,11 +170,12 @@ class WordPieceTokenizer:
                         tokens.append(piece)
                         offsets.append((part_start + positions[start], part_start + positions[end - 1] + 1))
             part_start += len(part)
-        if len(self._chunk_cache) >= CACHE_SIZE:
-            self._chunk_cache.clear()
         # tuples of strings and ints: the garbage collector stops tracking them, so a full cache costs it little
         entry = (tuple(tokens), tuple(map(self.vocab.__getitem__, tokens)), tuple(offsets))
-        self._chunk_cache[chunk] = entry
+        if specials:
+            if len(self._chunk_cache) >= CACHE_SIZE:
+                self._chunk_cache.clear()
+            self._chunk_cache[chunk] = entry
         return entry
 
     # ----------------------------------------------------------------------------------------------- public API
@@ -194,18 +196,18 @@ class WordPieceTokenizer:
         types from those ids)."""
         ids, cache = [], self._chunk_cache
         for chunk in CHUNK.findall(text):
-            if not specials and "[" in chunk and SPECIAL.search(chunk):  # rare: not cached
-                ids += [self.vocab[piece] for word, _ in basic_words(chunk, self.lowercase)
-                        for piece, _, _ in self.wordpiece(word)]
-                continue
-            entry = cache.get(chunk) or self._encode_chunk(chunk)
-            ids += entry[1]
+            literal = not specials and "[" in chunk and SPECIAL.search(chunk)  # rare: not cached
+            ids += (self._encode_chunk(chunk, specials=False) if literal else
+                    cache.get(chunk) or self._encode_chunk(chunk))[1]
         return ids
 
-    def _encode_segment(self, text):
+    def _encode_segment(self, text, specials=True):
         tokens, ids, offsets, cache = [], [], [], self._chunk_cache
         for match in CHUNK.finditer(text):
-            chunk_tokens, chunk_ids, chunk_offsets = cache.get(match.group()) or self._encode_chunk(match.group())
+            chunk = match.group()
+            literal = not specials and "[" in chunk and SPECIAL.search(chunk)
+            chunk_tokens, chunk_ids, chunk_offsets = (self._encode_chunk(chunk, specials=False) if literal else
+                                                      cache.get(chunk) or self._encode_chunk(chunk))
             if chunk_tokens:
                 chunk_start = match.start()
                 tokens += chunk_tokens
@@ -213,10 +215,11 @@ class WordPieceTokenizer:
                 offsets += [(chunk_start + start, chunk_start + end) for start, end in chunk_offsets]
         return tokens, ids, offsets
 
-    def encode(self, text, pair=None, max_length=None):
-        """[CLS] text [SEP] (pair [SEP]), truncated to max_length tokens as BERT does."""
-        first = self._encode_segment(text)
-        second = self._encode_segment(pair) if pair is not None else ([], [], [])
+    def encode(self, text, pair=None, max_length=None, specials=True):
+        """[CLS] text [SEP] (pair [SEP]), truncated to max_length tokens as BERT does. specials=False: a literal
+        "[SEP]" (or [CLS], [PAD], [MASK]) in the text is text, as in tokenize_ids."""
+        first = self._encode_segment(text, specials)
+        second = self._encode_segment(pair, specials) if pair is not None else ([], [], [])
         first_length, second_length = len(first[0]), len(second[0])
         if max_length is not None:
             budget = max_length - (3 if pair is not None else 2)

@@ -109,6 +109,32 @@ def test_literal_special_tokens_are_text_when_specials_is_false(scivocab):
     assert not specials & set(expected)
     assert {ours.sep_id, ours.cls_id, ours.pad_id, ours.mask_id} <= set(ours.tokenize_ids(LITERALS))  # default kept
     assert ours.tokenize_ids(LITERALS) == reference.encode(LITERALS, add_special_tokens=False)
+    # encode (tokens, ids, offsets; a pair), as fine-tuning featurizes text: the Rust tokenizer on the lower-cased text
+    # (the same characters at the same places) gives the offsets
+    from tokenizers import BertWordPieceTokenizer
+
+    rust = BertWordPieceTokenizer(str(scivocab), lowercase=True).encode(LITERALS.lower(), "a [SEP] b".lower())
+    encoding = ours.encode(LITERALS, pair="a [SEP] b", specials=False)
+    assert (encoding.ids, encoding.offsets, encoding.type_ids) == (rust.ids, rust.offsets, rust.type_ids)
+    assert ours.encode(LITERALS, specials=False).ids[1:-1] == expected
+    assert ours.encode(LITERALS).ids[1:-1] == ours.tokenize_ids(LITERALS)  # default kept; the cache not mixed up
+    assert ours.tokenize_ids(LITERALS, specials=False) == expected
+
+
+def test_fine_tuning_inputs_hold_special_ids_only_where_berts_format_puts_them(scivocab):
+    """The official fine-tuning code tokenizes with BERT's FullTokenizer, which splits a literal "[SEP]" in a sentence,
+    a question or a passage like any other text: [CLS] and [SEP] occur only where the input format puts them."""
+    import benchmarks
+
+    tokenizer = WordPieceTokenizer(scivocab)
+    specials = {tokenizer.pad_id, tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id}
+    words = LITERALS.split()
+    (ner,) = benchmarks.ner_features([(words, ["O"] * len(words))], tokenizer, ["O"], 128)
+    (relation,) = benchmarks.re_features([("1", LITERALS, "false")], tokenizer, ["false"], 128)
+    qa_features = benchmarks.qa_features([benchmarks.QAExample("q", "Is [SEP] text?", LITERALS, [])], tokenizer)
+    assert len(qa_features) == 1 and [i for i in qa_features[0].input_ids if i in specials] == [tokenizer.cls_id] + [tokenizer.sep_id] * 2
+    assert [i for i in relation["input_ids"] if i in specials] == [tokenizer.cls_id, tokenizer.sep_id]
+    assert [i for i in ner["input_ids"] if i in specials] == [tokenizer.cls_id, tokenizer.sep_id]
 
 
 def test_shards_hold_special_ids_only_where_the_packer_put_them(scivocab, tmp_path):

@@ -179,7 +179,7 @@ class PieceTokenizer:
     """A stand-in tokenizer: word "wN" has N pieces, ids 8.. ."""
     cls_id, sep_id, unk_id = 5, 6, 1
 
-    def tokenize_ids(self, word):
+    def tokenize_ids(self, word, specials=True):
         return list(range(8, 8 + int(word[1:])))
 
 
