@@ -390,9 +390,10 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     if not resume and (finished or checkpoint.is_file()):  # a new run would mix its files with the earlier one's
         raise InputError(f"{out}: holds a " + ("finished run (result.json); pass --resume to keep it" if finished else
                          "stopped run (checkpoint.pt); pass --resume to continue it") + ", or another --out")
-    if finished:
-        now = {"data": str(data_dir), "init": str(init), **asdict(config)}
-        if changed := changed_settings({"data": finished["data"], "init": finished["init"], **finished["finetune"]}, now):
+    if finished:  # the same data and model (wherever the command is run from) and the same settings, or refused
+        where = {key: str(Path(finished.get(key, "")).resolve()) for key in ("data", "init")}
+        now = {"data": str(data_dir.resolve()), "init": str(Path(init).resolve()), **asdict(config)}
+        if changed := changed_settings({**where, **finished.get("finetune", {})}, now):
             raise InputError(f"{out / 'result.json'}: finished with other settings ({changed}); pass another --out")
         print(f"{out}: already finished (result.json); nothing to resume")
         return finished

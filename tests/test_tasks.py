@@ -335,8 +335,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_pa
     assert tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, resume=True) == resumed
     with pytest.raises(InputError, match=r"cut: holds a finished run \(result.json\); pass --resume to keep it, or "):
         tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, splits=splits)
-    with pytest.raises(InputError, match=r"result.json: finished with other settings \(data NCBI-disease -> BC5CDR, "
-                                         r"epochs 3 -> 4\); pass another --out$"):
+    with pytest.raises(InputError, match=r"result.json: finished with other settings \(data \S+/NCBI-disease -> "
+                                         r"\S+/BC5CDR, epochs 3 -> 4\); pass another --out$"):
         tasks.finetune("ner", "BC5CDR", tiny_init, tmp_path / "cut", replace(config, epochs=4), resume=True)
 
 
