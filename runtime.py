@@ -5,12 +5,14 @@ References: google-research/electra model/optimization.py (AdamWeightDecayOptimi
 its warm-up); torch_xla's SPMD and PJRT runtime for --device xla.
 """
 import ctypes
+import fcntl
 import json
 import os
 import platform
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -301,6 +303,28 @@ def latest_valid_checkpoint(directory, required=("model", "step")):
                 pass
             print(f"warning: skipping {error}; renamed it to {path.name}.damaged; trying an older checkpoint")
     return None, None
+
+
+@contextmanager
+def run_folder_lock(folder):
+    """One run at a time in a run folder: an advisory lock on the folder itself (a second run into it, started while
+    the first one still builds its vocabulary, would mix its log and checkpoints with the first one's). The kernel
+    frees it when the process ends, a kill included; a folder made here and left empty is removed again."""
+    folder = Path(folder)
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{folder}: another run is writing into it now; wait for it to end, or pass another "
+                             "--out") from None
+        yield
+    finally:
+        os.close(descriptor)
+        if made and not any(folder.iterdir()):  # e.g. the inputs did not check out: nothing was written
+            folder.rmdir()
 
 
 class StopOnSignal:

@@ -20,6 +20,7 @@ BioASQ their own columns) and the official code's epochs and warm-up share.
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -37,8 +38,8 @@ import tasks
 from electramed import ElectraForPretraining, load_pretrained, preset, roc_auc, save_pretrained
 from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, device_scalar, latest_checkpoint,
                      latest_valid_checkpoint, linear_schedule, load_checkpoint, parameter_groups,
-                     remove_stale_temporaries, replicated, save_atomic, seed_everything, setup_runtime, step_seed, sync,
-                     to_cpu, to_host, xla_count)
+                     remove_stale_temporaries, replicated, run_folder_lock, save_atomic, seed_everything, setup_runtime,
+                     step_seed, sync, to_cpu, to_host, xla_count)
 from tokenizer import SPECIAL_TOKENS, InputError, WordPieceTokenizer, read_vocab, train_vocab, write_vocab
 
 PUBMED_HELP = """no pre-training text: pass --corpus with files or folders of PubMed text, e.g.
@@ -343,7 +344,7 @@ def pretrain(args):
             shown = {"loss": "loss", "gen_acc": "gen_accuracy", "disc_auc": "disc_auc", "tok_s": "tokens_per_s"}
             bar.set_postfix({short: f"{record[key]:.{0 if key == 'tokens_per_s' else 3}f}"  # what this run logged
                              for short, key in shown.items() if record.get(key) is not None})
-            count, tokens, last_time = 0, 0, now
+            window_steps, count, tokens, last_time = count // accumulation, 0, 0, now  # the summary line's window
         if step % args.save_every == 0 or step == config.train_steps:
             check_finite(finite, step, checkpoints, runtime)
             save_checkpoint(step)
@@ -363,8 +364,8 @@ def pretrain(args):
         export_dir = out / "electramed-hf"
         save_pretrained(model.cpu(), export_dir, vocab_path=vocab)
         if record:
-            print(summary_line(record, args.log_every))
-        print(f"done: {step} steps; checkpoints in {checkpoints}; HuggingFace-format model in {export_dir}")
+            print(summary_line(record, window_steps))
+        print(f"done: {step} step{'s' * (step != 1)}; checkpoints in {checkpoints}; HuggingFace-format model in {export_dir}")
     if runtime.world_size > 1:
         torch.distributed.destroy_process_group()
 
@@ -391,9 +392,9 @@ def train_step(model, step_model, optimizer, micro_batches, lr, clip_norm, seeds
     return outputs
 
 
-def summary_line(record, log_every):
-    """The run in one line: the last log line's means (steps since the previous log line)."""
-    line = f"step {record['step']} (mean of the last {min(log_every, record['step'])} steps): loss {record['loss']:.3f}"
+def summary_line(record, steps):
+    """The run in one line: the last log line's means over its `steps` (those since the previous log line)."""
+    line = f"step {record['step']} (mean of the last {steps} step{'s' * (steps != 1)}): loss {record['loss']:.3f}"
     if "gen_loss" in record:
         line += f"; generator loss {record['gen_loss']:.3f}, accuracy {record['gen_accuracy']:.3f}"
     if "disc_loss" in record:
@@ -880,7 +881,10 @@ def main(argv=None):
             check_out(args.out, folder=args.command not in FILE_OUTPUTS)
             if args.command in RUN_FOLDERS:
                 check_run_folder(args.out, RUN_FOLDERS[args.command])
-        return args.run(args) or 0  # a stopped pre-training run returns 130 / 143
+        # one run at a time in a run folder (under torchrun, rank 0 holds it for all)
+        locked = args.command in RUN_FOLDERS and os.environ.get("RANK", "0") == "0"
+        with run_folder_lock(args.out) if locked else nullcontext():
+            return args.run(args) or 0  # a stopped pre-training run returns 130 / 143
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

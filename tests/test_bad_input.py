@@ -439,6 +439,31 @@ def test_an_out_path_of_the_wrong_kind(command, kind, good_text, scivocab, tmp_p
         assert (out.read_text() == "keep me\n") if kind == "file" else not list(out.iterdir())
 
 
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "reproduce"])
+def test_a_second_run_into_a_folder_in_use_is_refused(command, good_text, tmp_path, capsys):
+    """Two runs started into one --out at once (the second while the first still builds its vocabulary: no checkpoint
+    yet to refuse it by) would interleave their logs and checkpoints: the second one is refused while the first holds
+    the folder's lock, and a folder the refused run made is not left behind."""
+    import fcntl
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    args = {"finetune": ["finetune", "--task", "ner", "--data", good_text, "--init", good_text],
+            "pretrain": ["pretrain", "--preset", "tiny", "--corpus", good_text],
+            "reproduce": ["reproduce", "--init", good_text]}[command]
+    holder = os.open(out, os.O_RDONLY)  # what the first run holds
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        line = assert_one_line_error(run(capsys, *args, "--out", out), out)
+        assert line.endswith("another run is writing into it now; wait for it to end, or pass another --out")
+        assert not list(out.iterdir())
+    finally:
+        os.close(holder)
+    missing = [str(tmp_path / "missing.txt") if a == good_text else a for a in args]  # input that does not check out
+    assert_one_line_error(run(capsys, *missing, "--out", tmp_path / "new"), tmp_path / "missing.txt")
+    assert not (tmp_path / "new").exists()  # the folder made to lock it is removed again
+
+
 RUNS = {"pretrain": {"pretrain": {}, "model": {}}, "finetune": {"task": "ner", "finetune": {}},
         "model": {"architectures": ["ElectraForTokenClassification"], "model_type": "electra"}}
 RUN_CASES = [("finetune", "pretrain"), ("finetune", "model"), ("pretrain", "finetune"), ("pretrain", "model"),

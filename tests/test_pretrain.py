@@ -207,7 +207,7 @@ def test_the_main_job_in_one_command_trains_a_vocab_builds_shards_and_pretrains(
 
 def test_without_a_corpus_it_trains_on_the_bundled_sample_and_says_so(tmp_path, capsys):
     assert train.main(["pretrain", "--out", str(tmp_path), "--preset", "tiny", "--vocab-size", "1000",
-                       "--train-steps", "2", "--log-every", "1", "--processes", "1"]) == 0
+                       "--train-steps", "5", "--log-every", "2", "--processes", "1"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert [line for line in printed if "--corpus" in line] == [
         "no --corpus: using the bundled sample of 500 PubMed abstracts (bc5cdr-training-abstracts.txt, 0.7 MB) to try "
@@ -216,7 +216,8 @@ def test_without_a_corpus_it_trains_on_the_bundled_sample_and_says_so(tmp_path, 
         str(train.SAMPLE_CORPUS)]
     assert f"wrote 1000 tokens -> {tmp_path / 'vocab.txt'}" in printed  # the size written, read back below
     assert len((tmp_path / "vocab.txt").read_text().splitlines()) == 1000
-    assert printed[-2].startswith("step 2 (mean of the last 1 steps): loss ")  # the run in one line, then where
+    # the run in one line (logged at steps 2, 4 and 5: the last line's window is step 5 alone), then where
+    assert printed[-2].startswith("step 5 (mean of the last 1 step): loss ") and printed[-1].startswith("done: 5 steps")
     assert printed[-1].endswith(f"HuggingFace-format model in {tmp_path / 'electramed-hf'}")
 
 
