@@ -320,6 +320,8 @@ def run_folder_lock(folder):
         except BlockingIOError:
             raise InputError(f"{folder}: another run is writing into it now; wait for it to end, or pass another "
                              "--out") from None
+        except OSError:  # a file system without locks (some network mounts): the run goes on unguarded
+            pass
         yield
     finally:
         os.close(descriptor)
