@@ -12,6 +12,7 @@ benchmark warms up, reports medians, and runs ours and the peer back to back wit
 """
 import argparse
 import sys
+from pathlib import Path
 
 
 # ----------------------------------------------------------------------------------------------------------- tokenizer
@@ -513,59 +514,80 @@ def bench_faults(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # train.py's flag types and help layout (ranges named in one line, every default shown), and its error line
+    from electramed import PRESETS
+    from tokenizer import InputError, read_vocab
+    from train import ArgumentParser, non_negative_int, positive_int, sequence_length
+
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    tok = commands.add_parser("tokenizer", help="tokenizer throughput: lines/s and MB/s, with ratios")
+    def command(name, help, run):
+        sub = commands.add_parser(name, help=help)  # train.ArgumentParser: every default shown, one-line errors
+        sub.set_defaults(run=run)
+        return sub
+
+    tok = command("tokenizer", "tokenizer throughput: lines/s and MB/s, with ratios", bench_tokenizer)
     tok.add_argument("--vocab", required=True, help="WordPiece vocab.txt")
     tok.add_argument("--text", required=True, help="text file, one item per line")
-    tok.add_argument("--repeat", type=int, default=3, help="timed passes per tokenizer (the median is reported)")
-    tok.set_defaults(run=bench_tokenizer)
+    tok.add_argument("--repeat", type=positive_int, default=3, help="timed passes per tokenizer (the median is "
+                     "reported)")
 
-    pre = commands.add_parser("pretrain", help="one full pre-training step: tokens/s, peak RSS, GFLOP/s")
-    pre.add_argument("--preset", default="small", help="model preset (tiny, small, base, large)")
-    pre.add_argument("--seq", type=int, default=128, help="sequence length")
-    pre.add_argument("--batch", type=int, default=8, help="batch size")
-    pre.add_argument("--steps", type=int, default=10, help="timed steps (after warm-up); the median is reported")
-    pre.add_argument("--device", default="cpu", help="cpu, cuda or xla")
-    pre.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps")
-    pre.add_argument("--threads", type=int, help="torch threads, the same for both sides (default: all cores)")
-    pre.add_argument("--rounds", type=int, default=2, help="alternating runs of each side; the fastest is kept")
-    pre.add_argument("--vocab-size", type=int, default=31090, help="vocabulary size (SciVocab: 31,090)")
-    pre.add_argument("--side", choices=["ours", "transformers", "xla"], help=argparse.SUPPRESS)  # internal: one child run
-    pre.set_defaults(run=bench_pretrain)
+    pre = command("pretrain", "one full pre-training step: tokens/s, peak RSS, GFLOP/s", bench_pretrain)
+    pre.add_argument("--preset", choices=PRESETS, default="small", help="model preset")
+    pre.add_argument("--seq", type=sequence_length, default=128, help="sequence length")
+    pre.add_argument("--batch", type=positive_int, default=8, help="batch size")
+    pre.add_argument("--steps", type=positive_int, default=10, help="timed steps (after warm-up); the median is "
+                     "reported")
+    pre.add_argument("--device", choices=["cpu", "cuda", "xla"], default="cpu", help="where to run")
+    pre.add_argument("--warmup", type=non_negative_int, default=3, help="untimed warm-up steps")
+    pre.add_argument("--threads", type=positive_int, help="torch threads, the same for both sides (default: all "
+                     "cores)")
+    pre.add_argument("--rounds", type=positive_int, default=2, help="alternating runs of each side; the fastest is "
+                     "kept")
+    pre.add_argument("--vocab-size", type=positive_int, default=31090, help="vocabulary size (default 31,090: "
+                     "SciVocab's)")
+    pre.add_argument("--side", choices=["ours", "transformers", "xla"], help=argparse.SUPPRESS)  # internal: a child
 
-    fine = commands.add_parser("finetune", help="one fine-tuning step (NER), ours vs transformers: tokens/s, peak RSS",
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fine = command("finetune", "one fine-tuning step (NER), ours vs transformers: tokens/s, peak RSS", bench_finetune)
     fine.add_argument("--task", choices=["ner"], default="ner", help="task head (ner: TokenTagger)")
-    fine.add_argument("--preset", default="base", help="model preset (tiny, small, base, large)")
-    fine.add_argument("--seq", type=int, default=128, help="sequence length (Table 5: 128)")
-    fine.add_argument("--batch", type=int, default=32, help="batch size (Table 5: 32)")
-    fine.add_argument("--labels", type=int, default=3, help="tag labels (NCBI-disease: O, B-, I- = 3)")
-    fine.add_argument("--steps", type=int, default=5, help="timed steps (after warm-up); the median is reported")
-    fine.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps")
-    fine.add_argument("--threads", type=int, help="torch threads, the same for both sides (default: all cores)")
-    fine.add_argument("--rounds", type=int, default=2, help="alternating runs of each side; the fastest is kept")
-    fine.add_argument("--vocab-size", type=int, default=31090, help="vocabulary size (SciVocab: 31,090)")
-    fine.add_argument("--profile", type=int, default=0, metavar="N", help="also profile one step of each side and "
-                      "print the N ops that take the most CPU time on either (default 0: no profile)")
+    fine.add_argument("--preset", choices=PRESETS, default="base", help="model preset")
+    fine.add_argument("--seq", type=sequence_length, default=128, help="sequence length (default 128, Table 5)")
+    fine.add_argument("--batch", type=positive_int, default=32, help="batch size (default 32, Table 5)")
+    fine.add_argument("--labels", type=positive_int, default=3, help="tag labels (default 3: NCBI-disease's O, B-, I-)")
+    fine.add_argument("--steps", type=positive_int, default=5, help="timed steps (after warm-up); the median is "
+                      "reported")
+    fine.add_argument("--warmup", type=non_negative_int, default=1, help="untimed warm-up steps")
+    fine.add_argument("--threads", type=positive_int, help="torch threads, the same for both sides (default: all "
+                      "cores)")
+    fine.add_argument("--rounds", type=positive_int, default=2, help="alternating runs of each side; the fastest is "
+                      "kept")
+    fine.add_argument("--vocab-size", type=positive_int, default=31090, help="vocabulary size (default 31,090: "
+                      "SciVocab's)")
+    fine.add_argument("--profile", type=non_negative_int, default=0, metavar="N", help="also profile one step of each "
+                      "side and print the N ops that take the most CPU time on either (default 0: no profile)")
     fine.add_argument("--side", choices=["ours", "transformers"], help=argparse.SUPPRESS)  # internal: one child run
-    fine.set_defaults(run=bench_finetune)
 
-    prep = commands.add_parser("prepare", help="corpus -> shards throughput with 1 and 2 processes")
+    prep = command("prepare", "corpus -> shards throughput with 1 and 2 processes", bench_prepare)
     prep.add_argument("--vocab", required=True, help="WordPiece vocab.txt")
     prep.add_argument("--corpus", required=True, nargs="+", help="corpus files or folders")
-    prep.add_argument("--max-length", type=int, default=128, help="packed sequence length")
-    prep.set_defaults(run=bench_prepare)
+    prep.add_argument("--max-length", type=sequence_length, default=128, help="packed sequence length")
 
-    faults = commands.add_parser("faults", help="page faults of freeing and re-allocating large tensors, with and "
-                                 "without runtime.keep_freed_memory")
-    faults.add_argument("--tensors", type=int, default=10, help="8 MB tensors allocated and freed per round")
-    faults.add_argument("--rounds", type=int, default=5, help="measured rounds (after 2 untimed ones)")
-    faults.set_defaults(run=bench_faults)
+    faults = command("faults", "page faults of freeing and re-allocating large tensors, with and without "
+                     "runtime.keep_freed_memory", bench_faults)
+    faults.add_argument("--tensors", type=positive_int, default=10, help="8 MB tensors allocated and freed per round")
+    faults.add_argument("--rounds", type=positive_int, default=5, help="measured rounds (after 2 untimed ones)")
 
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        if getattr(args, "vocab", None):
+            read_vocab(args.vocab)  # a missing or malformed vocabulary: one line naming it, before any timing
+        if getattr(args, "text", None) and not Path(args.text).is_file():
+            raise InputError(f"{args.text}: no such file")
+        args.run(args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
