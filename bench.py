@@ -533,40 +533,32 @@ def main(argv=None):
     tok.add_argument("--repeat", type=positive_int, default=3, help="timed passes per tokenizer (the median is "
                      "reported)")
 
+    def step_flags(sub, preset, batch, steps, warmup, sides, source=""):
+        """The flags of the two one-step benchmarks (pretrain, finetune); `source`: where their defaults come from."""
+        sub.add_argument("--preset", choices=PRESETS, default=preset, help="model preset")
+        sub.add_argument("--seq", type=sequence_length, default=128, help=f"sequence length (default 128{source})")
+        sub.add_argument("--batch", type=positive_int, default=batch, help=f"batch size (default {batch}{source})")
+        sub.add_argument("--steps", type=positive_int, default=steps, help="timed steps (after warm-up); the median is "
+                         "reported")
+        sub.add_argument("--warmup", type=non_negative_int, default=warmup, help="untimed warm-up steps")
+        sub.add_argument("--threads", type=positive_int, help="torch threads, the same for both sides (default: all "
+                         "cores)")
+        sub.add_argument("--rounds", type=positive_int, default=2, help="alternating runs of each side; the fastest is "
+                         "kept")
+        sub.add_argument("--vocab-size", type=positive_int, default=31090, help="vocabulary size (default 31,090: "
+                         "SciVocab's)")
+        sub.add_argument("--side", choices=sides, help=argparse.SUPPRESS)  # internal: one child run
+
     pre = command("pretrain", "one full pre-training step: tokens/s, peak RSS, GFLOP/s", bench_pretrain)
-    pre.add_argument("--preset", choices=PRESETS, default="small", help="model preset")
-    pre.add_argument("--seq", type=sequence_length, default=128, help="sequence length")
-    pre.add_argument("--batch", type=positive_int, default=8, help="batch size")
-    pre.add_argument("--steps", type=positive_int, default=10, help="timed steps (after warm-up); the median is "
-                     "reported")
+    step_flags(pre, preset="small", batch=8, steps=10, warmup=3, sides=["ours", "transformers", "xla"])
     pre.add_argument("--device", choices=["cpu", "cuda", "xla"], default="cpu", help="where to run")
-    pre.add_argument("--warmup", type=non_negative_int, default=3, help="untimed warm-up steps")
-    pre.add_argument("--threads", type=positive_int, help="torch threads, the same for both sides (default: all "
-                     "cores)")
-    pre.add_argument("--rounds", type=positive_int, default=2, help="alternating runs of each side; the fastest is "
-                     "kept")
-    pre.add_argument("--vocab-size", type=positive_int, default=31090, help="vocabulary size (default 31,090: "
-                     "SciVocab's)")
-    pre.add_argument("--side", choices=["ours", "transformers", "xla"], help=argparse.SUPPRESS)  # internal: a child
 
     fine = command("finetune", "one fine-tuning step (NER), ours vs transformers: tokens/s, peak RSS", bench_finetune)
+    step_flags(fine, preset="base", batch=32, steps=5, warmup=1, sides=["ours", "transformers"], source=", Table 5")
     fine.add_argument("--task", choices=["ner"], default="ner", help="task head (ner: TokenTagger)")
-    fine.add_argument("--preset", choices=PRESETS, default="base", help="model preset")
-    fine.add_argument("--seq", type=sequence_length, default=128, help="sequence length (default 128, Table 5)")
-    fine.add_argument("--batch", type=positive_int, default=32, help="batch size (default 32, Table 5)")
     fine.add_argument("--labels", type=positive_int, default=3, help="tag labels (default 3: NCBI-disease's O, B-, I-)")
-    fine.add_argument("--steps", type=positive_int, default=5, help="timed steps (after warm-up); the median is "
-                      "reported")
-    fine.add_argument("--warmup", type=non_negative_int, default=1, help="untimed warm-up steps")
-    fine.add_argument("--threads", type=positive_int, help="torch threads, the same for both sides (default: all "
-                      "cores)")
-    fine.add_argument("--rounds", type=positive_int, default=2, help="alternating runs of each side; the fastest is "
-                      "kept")
-    fine.add_argument("--vocab-size", type=positive_int, default=31090, help="vocabulary size (default 31,090: "
-                      "SciVocab's)")
     fine.add_argument("--profile", type=non_negative_int, default=0, metavar="N", help="also profile one step of each "
                       "side and print the N ops that take the most CPU time on either (default 0: no profile)")
-    fine.add_argument("--side", choices=["ours", "transformers"], help=argparse.SUPPRESS)  # internal: one child run
 
     prep = command("prepare", "corpus -> shards throughput with 1 and 2 processes", bench_prepare)
     prep.add_argument("--vocab", required=True, help="WordPiece vocab.txt")
