@@ -179,6 +179,12 @@ def resolve_config(args):
     if slots < 1:  # ELECTRA masks int((mask_prob + 0.005) x length) slots: a length that gives none trains nothing
         raise InputError(f"--max-length {config.max_length}: no masked token at --mask-prob {config.mask_prob} "
                          f"(use at least {math.ceil(1 / (config.mask_prob + 0.005))})")
+    if args.objective == "mlm":  # BERT-style: the one network is the generator-sized-as-discriminator encoder
+        unused = [flag for flag in ("generator_size", "disc_weight", "disc_prior_bias") if getattr(args, flag, None)
+                  is not None]
+        if unused:
+            raise InputError(f"--{unused[0].replace('_', '-')}: has no effect with --objective mlm (no discriminator, "
+                             "no separate generator)")
     if config.batch_size % (config.accumulation_steps * args.world_size):
         raise InputError(f"--batch-size {config.batch_size} is not divisible by --accumulation-steps "
                          f"{config.accumulation_steps} x {args.world_size} processes")
@@ -243,11 +249,18 @@ def pretrain(args):
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, window = state["step"], state.get("log_window")
+        if step > config.train_steps:  # the loop would not run, and the export would be a model past its schedule
+            raise InputError(f"{resume_from}: at step {step}, past --train-steps {config.train_steps}; pass "
+                             f"--train-steps {step} or more to continue it")
         print(f"resumed from {resume_from} at step {step}")
         changed = {k: (v, getattr(config, k)) for k, v in state["pretrain"].items() if getattr(config, k) != v}
         if changed:  # allowed (e.g. more --train-steps), but then the run is no longer the one that was stopped
             print("note: settings differ from the checkpoint's: " +
                   ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()))
+    if config.warmup_steps > config.train_steps and runtime.is_main:  # legal, but rarely meant (a preset's warm-up)
+        # ELECTRA multiplies warm-up and decay: (1 - s/T)(s/W) is highest at s = T/2, T/4W of the peak
+        print(f"note: --warmup-steps {config.warmup_steps} is more than --train-steps {config.train_steps}: the "
+              f"learning rate never exceeds {config.train_steps / (4 * config.warmup_steps):.1%} of --learning-rate")
     if runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps({"pretrain": asdict(config), "model": asdict(model.config),

@@ -623,6 +623,34 @@ def test_a_run_folder_with_checkpoints_needs_resume(trained, shards, scivocab, t
     assert "--resume" in line
 
 
+def test_resume_past_the_last_step_is_refused_and_a_long_warm_up_is_noted(trained, shards, scivocab, tmp_path,
+                                                                          capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    config = (out / "config.json").read_bytes()
+    line = assert_one_line_error(run(capsys, *run_args(out, scivocab, shards, "--train-steps", "3", "--resume")),
+                                 "step_0000004.pt", "--train-steps 3", "--train-steps 4 or more")
+    assert "at step 4" in line and (out / "config.json").read_bytes() == config
+    # tiny's warm-up is 20 steps: over a 4-step run the rate stays far below its peak (at most T/4W of it), said once
+    code, stdout, lines, _ = run(capsys, *run_args(out, scivocab, shards, "--train-steps", "4", "--resume"))
+    assert code == 0 and lines == []
+    assert "note: --warmup-steps 20 is more than --train-steps 4: the learning rate never exceeds 5.0% of" in stdout
+    args = train.build_parser().parse_args([str(a) for a in run_args(out, scivocab, shards, "--train-steps", "4")])
+    args.world_size = 1
+    config = train.resolve_config(args)
+    assert max(train.learning_rate_at(step, config) for step in range(4)) <= 0.05 * config.learning_rate
+    code, stdout, _, _ = run(capsys, *run_args(out, scivocab, shards, "--train-steps", "20", "--resume"))
+    assert code == 0 and "--warmup-steps" not in stdout
+
+
+@pytest.mark.parametrize("flag", [["--generator-size", "0.5"], ["--disc-weight", "10"], ["--disc-prior-bias"]])
+def test_discriminator_and_generator_flags_are_refused_with_the_mlm_objective(flag, shards, scivocab, tmp_path,
+                                                                             capsys):
+    line = assert_one_line_error(run(capsys, *run_args(tmp_path / "run", scivocab, shards, "--objective", "mlm", *flag)),
+                                 flag[0], "--objective mlm")
+    assert "no effect" in line and not (tmp_path / "run").exists()
+
+
 def test_a_metrics_log_cut_short_by_a_kill_is_read(trained, shards, scivocab, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(trained, out)
