@@ -21,8 +21,12 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
+
+if __name__ == "__main__":  # Ctrl-C while torch loads (seconds) ends the process quietly, not with an import traceback
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,6 +45,9 @@ from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, device_scalar, l
                      remove_stale_temporaries, replicated, run_folder_lock, save_atomic, seed_everything, setup_runtime,
                      step_seed, sync, to_cpu, to_host, xla_count)
 from tokenizer import SPECIAL_TOKENS, InputError, WordPieceTokenizer, read_vocab, train_vocab, write_vocab
+
+if __name__ == "__main__":  # from here on Ctrl-C is Python's KeyboardInterrupt again (main and StopOnSignal handle it)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 PUBMED_HELP = """no pre-training text: pass --corpus with files or folders of PubMed text, e.g.
   python train.py pretrain --corpus pubmed.txt

@@ -796,6 +796,20 @@ def test_a_second_ctrl_c_stops_at_once(shards, scivocab, tmp_path):
     assert not list((tmp_path / "checkpoints").glob("step_*.pt"))  # nothing saved: it stopped at once
 
 
+def test_ctrl_c_while_torch_loads_ends_quietly(tmp_path):
+    """Ctrl-C in the first seconds, while `import torch` runs: the process ends by the signal, without a traceback
+    of the imports (signalled once torch's libraries are being mapped, i.e. inside train.py's imports)."""
+    child = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--help"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    maps = Path(f"/proc/{child.pid}/maps")
+    deadline = time.monotonic() + 60
+    while child.poll() is None and "libtorch" not in maps.read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert "Traceback" not in stderr and child.returncode in (-signal.SIGINT, 130), (child.returncode, stderr[-2000:])
+
+
 def test_sigkill_in_the_middle_of_a_checkpoint_write_resumes_to_the_same_run(whole, shards, scivocab, tmp_path,
                                                                              capsys):
     out = tmp_path / "run"
