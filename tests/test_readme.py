@@ -108,6 +108,14 @@ def test_the_readme_python_blocks_run_as_written(quick_start):
         done = subprocess.run([sys.executable, "-"], input=block, cwd=clone, env=env, capture_output=True, text=True,
                               timeout=600)
         assert done.returncode == 0, f"README python block failed:\n{block}\n{done.stderr[-3000:]}"
+    # what the quick start and the blocks write stays out of the repository: every file they made is one git ignores
+    copied = set(subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                                capture_output=True, check=True).stdout.decode().split("\0"))
+    made = [str(path.relative_to(clone)) for path in clone.rglob("*") if path.is_file()]
+    made = [name for name in made if name not in copied]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin", "-z"], cwd=REPO, input="\0".join(made),
+                             capture_output=True, text=True).stdout.split("\0")
+    assert made and set(made) <= set(ignored), sorted(set(made) - set(ignored))
 
 
 def test_help_shows_every_default_and_each_subcommand_says_what_it_does():
