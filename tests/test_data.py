@@ -48,6 +48,11 @@ def test_split_sentences_splits_at_sentence_ends_only():
     sentences = data.split_sentences(text)
     assert sentences == ["Aspirin (ASA) was given.", "It failed, e.g. in 3 cases?", "Yes!", "(Fig. 2) shows 1.5 mg.",
                          "[Ref] ends."]
+    text = ("Dr. Smith and Prof. Jones gave St. John's wort (Figs. S1, Fig. S2) vs. Placebo. It failed, cf. Smith "
+            "et al. The end.")
+    assert data.split_sentences(text) == [
+        "Dr. Smith and Prof. Jones gave St. John's wort (Figs. S1, Fig. S2) vs. Placebo.", "It failed, cf. Smith et al.",
+        "The end."]
 
 
 def made_of_sentences(segment, sentences):
