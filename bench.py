@@ -478,39 +478,52 @@ def bench_prepare(args):
 
 
 # -------------------------------------------------------------------------------------------------------------- faults
-FREE_AND_REALLOCATE = """
-import resource, sys, torch
+PRETRAINING_STEPS = """
+import resource, sys, time, torch
 sys.path.insert(0, {repo!r})
-import runtime
+import electramed, runtime, train
 if {keep}:
     runtime.keep_freed_memory()
-def churn():  # a step's worth of large activations, freed at its end
-    tensors = [torch.ones(2_000_000) for _ in range({tensors})]  # 8 MB each
-    del tensors
-churn(); churn()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range({rounds}):
-    churn()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+torch.manual_seed(0)
+config = electramed.preset({preset!r}, vocab_size=31090)
+model = electramed.ElectraForPretraining(config).train()
+optimizer = runtime.AdamWeightDecay(runtime.parameter_groups(model, 0.01), eps=1e-6)
+ids = torch.randint(config.mask_id + 1, config.vocab_size, ({batch}, {seq}))
+batch = {{"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}}
+def step(seed):  # train.py's own step: its activations are allocated and freed in the same sizes every time
+    train.train_step(model, model, optimizer, [batch], torch.tensor(2e-4), 1.0, [seed])
+for seed in range({warmup}):
+    step(seed)
+before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+for seed in range({warmup}, {warmup} + {steps}):
+    step(seed)
+after = resource.getrusage(resource.RUSAGE_SELF)
+print(after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime, time.perf_counter() - start)
 """
 
 
 def bench_faults(args):
-    """Minor page faults of a step-like churn of large tensors, with and without runtime.keep_freed_memory, each in a
-    fresh process (the malloc setting is process-wide). Without it glibc hands freed blocks back to the OS and the
-    next round faults them in again (up to 8 MB / 4 KiB = 2,000 faults per tensor); with it, far fewer. The counts
-    depend on the machine, its load and glibc's dynamic thresholds (a busy 2-core machine here: 21,452 against 1,953
-    with the defaults), so they are measured here and never asserted by a test."""
+    """Minor page faults and kernel time of real pre-training steps (train.train_step at --preset), with glibc's
+    default allocator settings and with runtime.keep_freed_memory, each in a fresh process (the malloc setting is
+    process-wide). By default glibc hands a step's large freed activations back to the OS and the next step faults
+    them in again, 4 KiB at a time; with the setting they stay in the process. The counts depend on the machine, its
+    load and glibc's dynamic thresholds, so they are measured here and never asserted by a test."""
     import os
     import subprocess
 
     repo = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or os.cpu_count())}
     for keep in (False, True):
-        code = FREE_AND_REALLOCATE.format(repo=repo, keep=keep, tensors=args.tensors, rounds=args.rounds)
-        faults = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                    check=True).stdout)
-        print(f"{'keep_freed_memory' if keep else 'glibc default':18} {faults:9,} minor page faults in {args.rounds} "
-              f"rounds of {args.tensors} x 8 MB tensors ({faults / args.rounds:,.0f} per round)")
+        code = PRETRAINING_STEPS.format(repo=repo, keep=keep, preset=args.preset, batch=args.batch, seq=args.seq,
+                                        warmup=args.warmup, steps=args.steps)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        if done.returncode:
+            raise SystemExit(f"bench faults: the run failed:\n{done.stderr[-3000:]}")
+        faults, kernel_s, wall_s = done.stdout.split()
+        per_step = int(faults) / args.steps
+        print(f"{'keep_freed_memory' if keep else 'glibc default':18} {int(faults):9,} minor page faults in {args.steps} "
+              f"{args.preset} steps ({per_step:,.0f} per step), kernel time {1000 * float(kernel_s) / args.steps:,.0f} "
+              f"ms per step, step {1000 * float(wall_s) / args.steps:,.0f} ms")
 
 
 def main(argv=None):
@@ -565,10 +578,14 @@ def main(argv=None):
     prep.add_argument("--corpus", required=True, nargs="+", help="corpus files or folders")
     prep.add_argument("--max-length", type=sequence_length, default=128, help="packed sequence length")
 
-    faults = command("faults", "page faults of freeing and re-allocating large tensors, with and without "
+    faults = command("faults", "page faults and kernel time of pre-training steps, with and without "
                      "runtime.keep_freed_memory", bench_faults)
-    faults.add_argument("--tensors", type=positive_int, default=10, help="8 MB tensors allocated and freed per round")
-    faults.add_argument("--rounds", type=positive_int, default=5, help="measured rounds (after 2 untimed ones)")
+    faults.add_argument("--preset", choices=PRESETS, default="small", help="model preset")
+    faults.add_argument("--seq", type=sequence_length, default=128, help="sequence length")
+    faults.add_argument("--batch", type=positive_int, default=8, help="batch size")
+    faults.add_argument("--steps", type=positive_int, default=5, help="measured steps")
+    faults.add_argument("--warmup", type=non_negative_int, default=2, help="unmeasured steps before them")
+    faults.add_argument("--threads", type=positive_int, help="torch threads (default: all cores)")
 
     args = parser.parse_args(argv)
     try:

@@ -99,7 +99,7 @@ class SpanQA(nn.Module):
     """QA: hidden states -> linear(2): start and end scores per token (ElectraForQuestionAnswering)."""
     hf_heads = {"qa_outputs.": "qa_outputs."}
 
-    def __init__(self, encoder: Encoder, config, num_labels: int = 2):
+    def __init__(self, encoder: Encoder, config):
         super().__init__()
         self.encoder, self.config = encoder, config
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
@@ -176,8 +176,8 @@ def load_finetuned(directory):
 
 
 def load_init(directory):
-    """(encoder, config) to fine-tune from: a pre-trained directory (ours or any transformers ELECTRA discriminator)
-    or a fine-tuned one (SQuAD -> BioASQ); and the vocab.txt beside it."""
+    """(encoder, config, vocab.txt, fine-tuned model or None) to fine-tune from: a pre-trained directory (ours or any
+    transformers ELECTRA discriminator) or a fine-tuned one (SQuAD -> BioASQ: its answer head is kept, see finetune)."""
     directory = Path(directory)
     check_model_folder(directory)
     # save_pretrained's layout: discriminator/ + generator/, or generator/ alone for an "mlm" model
@@ -190,12 +190,12 @@ def load_init(directory):
     try:
         if (read_hf_config(main)[1].get("architectures") or [""])[0] in ARCHITECTURES.values():
             model = load_finetuned(main)[0]
-            return model.encoder, model.config, vocab
+            return model.encoder, model.config, vocab, model
         pretrained = load_pretrained(directory)
     except (ValueError, KeyError, OSError) as error:  # InputError included: one line, the file named
         raise InputError(str(error)) from None
     network = pretrained.discriminator if pretrained.discriminator is not None else pretrained.generator
-    return network.encoder, pretrained.config, vocab
+    return network.encoder, pretrained.config, vocab, None
 
 
 def set_dropout(model, config, p):
@@ -236,8 +236,8 @@ MODEL_KEYS = ("input_ids", "token_type_ids", "labels", "start_positions", "end_p
 
 
 def collate(features, pad_to=None):
-    """A batch of tensors padded to its longest sequence, or to `pad_to` (XLA: static shapes). Padding is masked
-    out of attention and loss, so the result is the same either way; shorter batches are just faster on CPU/GPU."""
+    """A batch of tensors padded to its longest sequence, or to `pad_to` (see pad_to). Padding is masked out of
+    attention, so the real tokens' outputs are the same either way; only QA's loss sees the padding's logits."""
     length = pad_to or max(len(f["input_ids"]) for f in features)
     batch = {}
     for key in MODEL_KEYS:
@@ -331,8 +331,11 @@ DEFAULTS = {"ner": FinetuneConfig(), "re": FinetuneConfig(),
             "bioasq": FinetuneConfig(learning_rate=5e-6, batch_size=16, max_length=384)}
 
 
-def pad_to(config, device):
-    return config.max_length if device.type == "xla" else None
+def pad_to(config, device, task=None):
+    """The padded length of a batch: its longest sequence (None), or max_length on XLA (static shapes) and for QA
+    training everywhere: BERT's run_squad (ELECTRAMed's run_factoid) takes the start/end softmax over all max_length
+    positions, padding included, so a shorter padding would change the loss. NER and RE losses never see padding."""
+    return config.max_length if device.type == "xla" or task == "qa" else None
 
 
 def layer_depth(name, num_layers):
@@ -402,7 +405,7 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     for name in ("train",) if task == "qa" else ("train", "dev", "test"):  # QA: dev and test optional (qa_splits)
         if not splits.get(name):
             raise InputError(f"{data_dir}: the {name} split is empty")
-    encoder, model_config, vocab = load_init(init)
+    encoder, model_config, vocab, init_model = load_init(init)
     labels = benchmarks.label_list(splits["train"])  # "O" first, then sorted; they travel with the model
     for name in ("dev", "test"):
         benchmarks.check_labels(splits[name], labels, f"{data_dir} ({name})")
@@ -428,7 +431,10 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
                                                  "finetune": asdict(config), "labels": labels}, indent=1) + "\n")
     seed_everything(config.seed, device)
     model_config = set_dropout(encoder, model_config, config.dropout)
-    model = build_model(task, encoder, model_config, labels).to(device)  # the head's init depends on the seed
+    model = build_model(task, encoder, model_config, labels)  # the head's init depends on the seed
+    if isinstance(init_model, SpanQA) and task == "qa":  # SQuAD -> BioASQ: BioBERT's run_factoid restores the SQuAD
+        model.qa_outputs.load_state_dict(init_model.qa_outputs.state_dict())  # model's output layer with the rest
+    model = model.to(device)
     optimizer = AdamWeightDecay(finetune_parameter_groups(model, config.layerwise_decay, config.weight_decay),
                                 betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
     train = features["train"]
@@ -456,7 +462,8 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
         epoch_loss = torch.tensor([loss_sum], dtype=torch.float32).to(device)
         reads_before = xla_count(device, "TransferFromDeviceTime")
         for start in stop.until_requested(bar):
-            batch = collate([train[i] for i in order[start:start + config.batch_size].tolist()], pad_to(config, device))
+            batch = collate([train[i] for i in order[start:start + config.batch_size].tolist()],
+                            pad_to(config, device, task))
             batch = {k: v.to(device) for k, v in batch.items()}
             lr = linear_schedule(step, config.learning_rate, train_steps, warmup_steps)
             if device.type != "xla":  # XLA's generator advances inside the compiled step instead

@@ -545,7 +545,7 @@ def test_export_writes_the_checkpoints_weights_with_the_runs_vocabulary(trained,
     assert (tmp_path / "hf" / "discriminator" / "vocab.txt").read_bytes() == scivocab.read_bytes()
     import tasks
 
-    encoder, _, vocab = tasks.load_init(tmp_path / "hf")
+    encoder, _, vocab, _ = tasks.load_init(tmp_path / "hf")
     weights = torch.load(checkpoint, weights_only=False)["model"]
     assert vocab == tmp_path / "hf" / "discriminator" / "vocab.txt"
     assert torch.equal(encoder.embeddings.word_embeddings.weight, weights["embeddings.word_embeddings.weight"])

@@ -334,6 +334,35 @@ def test_tiny_model_overfits_20_questions(tmp_path, data_dir, tiny_init):
     assert answers[0][1] > answers[1][1] and sum(p for _, p in answers) <= 1.0 + 1e-9
 
 
+def test_bioasq_from_a_squad_model_keeps_its_answer_head_and_trains_on_max_length_batches(tmp_path, data_dir,
+                                                                                            tiny_init, monkeypatch):
+    """SQuAD -> BioASQ starts from the whole SQuAD model, its output layer included (BioBERT's run_factoid restores
+    it with the encoder); QA training batches are padded to max_length on every device, as run_squad's softmax over
+    all positions (padding included) is the official loss."""
+    encoder, config, vocab, _ = tasks.load_init(tiny_init)
+    squad_model = tasks.build_model("qa", encoder, config, [])
+    torch.nn.init.constant_(squad_model.qa_outputs.weight, 0.5)
+    torch.nn.init.constant_(squad_model.qa_outputs.bias, 0.25)
+    tasks.save_finetuned(squad_model, tmp_path / "squad", [], vocab)
+    seen = []
+
+    def recording_step(model, optimizer, batch, lr, clip_norm):
+        seen.append((batch["input_ids"].shape[1], batch["attention_mask"].sum(1).max().item(),
+                     model.qa_outputs.weight.detach().clone(), model.qa_outputs.bias.detach().clone()))
+        return train_step(model, optimizer, batch, lr, clip_norm)
+
+    train_step = tasks.train_step
+    monkeypatch.setattr(tasks, "train_step", recording_step)
+    examples = benchmarks.read_squad(data_dir / BIOASQ_TRAIN)[:8]
+    finetune_config = tasks.FinetuneConfig(epochs=1, batch_size=4, max_length=128, doc_stride=64, seed=1)
+    tasks.finetune("qa", data_dir / "qa", tmp_path / "squad", tmp_path / "bioasq", finetune_config,
+                   splits={"train": examples, "dev": [], "test": []})
+    assert len(seen) == 2 and all(length == 128 for length, *_ in seen)
+    assert min(longest for _, longest, _, _ in seen) < 128  # shorter batches: padded all the same
+    _, _, weight, bias = seen[0]
+    assert (weight == 0.5).all() and (bias == 0.25).all()
+
+
 # ----------------------------------------------------------------------------------------------- BioASQ batches
 def test_qa_splits_pair_batches_with_their_golden_files(data_dir, tmp_path):
     (tmp_path / "empty").mkdir()

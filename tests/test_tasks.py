@@ -138,7 +138,7 @@ def test_init_from_an_mlm_run_is_its_generator_encoder(tmp_path, scivocab):
                                                **em._special_ids(scivocab.parent)))
     em.save_pretrained(model, tmp_path / "electramed-hf", vocab_path=scivocab)
     assert sorted(p.name for p in (tmp_path / "electramed-hf").iterdir()) == ["generator"]
-    encoder, config, vocab = tasks.load_init(tmp_path / "electramed-hf")
+    encoder, config, vocab, _ = tasks.load_init(tmp_path / "electramed-hf")
     assert vocab == tmp_path / "electramed-hf" / "generator" / "vocab.txt" and config.objective == "mlm"
     assert config.hidden_size == em.preset("tiny").hidden_size  # the discriminator-sized network
     expected = model.generator.encoder.state_dict()
