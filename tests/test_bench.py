@@ -28,7 +28,7 @@ def test_bench_finetune_runs_both_sides_and_profiles_them(capsys):
 @pytest.mark.parametrize("argv, said", [
     (["finetune", "--preset", "tiny", "--batch", "0"], "argument --batch: 0 is out of range: allowed a whole number"),
     (["pretrain", "--preset", "nope"], "argument --preset: invalid choice: 'nope'"),
-    (["faults", "--rounds", "0"], "argument --rounds: 0 is out of range"),
+    (["faults", "--steps", "0"], "argument --steps: 0 is out of range"),
     (["tokenizer", "--vocab", "/no/such/vocab.txt", "--text", "README.md"], "/no/such/vocab.txt: vocabulary file not"),
     (["prepare", "--vocab", "README.md", "--corpus", "README.md"], "README.md:")])
 def test_bad_flags_and_files_are_one_line_and_exit_2(argv, said, capsys):
@@ -44,3 +44,12 @@ def test_bench_pretrain_runs_both_sides(capsys):
     bench.main(["pretrain", "--preset", "tiny", "--vocab-size", "300", "--batch", "2", "--seq", "16", "--steps", "1",
                 "--warmup", "1", "--rounds", "1", "--threads", "1"])
     assert re.search(r"ours / transformers: tokens/s x\d+\.\d\d, peak RSS x\d+\.\d\d", capsys.readouterr().out)
+
+
+def test_bench_faults_runs_real_steps_with_and_without_the_setting(capsys):
+    bench.main(["faults", "--preset", "tiny", "--batch", "2", "--seq", "16", "--steps", "2", "--warmup", "1",
+                "--threads", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    pattern = r"minor page faults in 2 tiny steps \([\d,]+ per step\), kernel time [\d,]+ ms per step, step [\d,]+ ms$"
+    assert [line.split()[0] for line in lines] == ["glibc", "keep_freed_memory"]
+    assert all(re.search(pattern, line) for line in lines), lines
