@@ -3,7 +3,7 @@
 References followed:
 - BERT (Devlin et al. 2019), google-research/bert `tokenization.py`: BasicTokenizer (clean text, CJK spacing,
   lowercase + NFD accent stripping, punctuation split) then WordpieceTokenizer (greedy longest-match-first with `##`
-  continuations, [UNK] for a word with no segmentation or over 100 characters). The tests prove token-for-token and
+  continuations, [UNK] for a word with no segmentation or over 200 characters). The tests prove token-for-token and
   id-for-id equality with transformers' pure-Python `BertTokenizerLegacy` and with `tokenizers`' Rust
   `BertWordPieceTokenizer`, and offset equality with the Rust one.
 - ELECTRAMed (Miolo, Mantoan, Orsenigo 2021) tokenizes with BERT's WordPiece and SciVocab, the uncased 31,090-entry
@@ -32,7 +32,7 @@ from pathlib import Path
 import regex
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-MAX_WORD_CHARS = 100  # BERT: longer words become [UNK]
+MAX_WORD_CHARS = 200  # BERT's and ELECTRA's tokenization.py: longer words become [UNK] (transformers' default: 100)
 CACHE_SIZE = 1 << 18  # chunks (and words) remembered before a cache is cleared
 
 # Whitespace as both references split on it: BERT's _is_whitespace (space, \t, \n, \r, Unicode Zs) plus the line
@@ -133,7 +133,7 @@ class WordPieceTokenizer:
         pieces = self._word_cache.get(word)
         if pieces is None:
             pieces = self._longest_match_first(word) if len(word) <= MAX_WORD_CHARS else None
-            if pieces is None:  # BERT: a word over 100 characters, or with no segmentation, is one [UNK]
+            if pieces is None:  # BERT: a word over 200 characters, or with no segmentation, is one [UNK]
                 pieces = ((SPECIAL_TOKENS[1], 0, len(word)),)
             if len(self._word_cache) >= CACHE_SIZE:
                 self._word_cache.clear()
