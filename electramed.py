@@ -118,7 +118,7 @@ def dropout(x, p: float, training: bool):
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))  # a float mask: its backward is faster than a bool one's
 
 
-def _init(module: nn.Module, std: float):
+def init_weights(module: nn.Module, std: float):
     """The official initialisation (model/modeling.py:create_initializer, tf.truncated_normal_initializer): weights of
     Linear and Embedding layers from N(0, std) truncated at 2 std (out-of-range draws are redrawn, as TF does), zero
     biases; LayerNorm keeps its 1/0 (contrib layer_norm). transformers uses an untruncated N(0, std) instead."""
@@ -149,7 +149,7 @@ class Embeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.embedding_size)
         self.layer_norm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
         self.hidden_dropout = config.dropout
-        _init(self, config.initializer_range)
+        init_weights(self, config.initializer_range)
 
     def forward(self, input_ids, token_type_ids):
         seq_len = input_ids.shape[1]
@@ -173,7 +173,7 @@ class Layer(nn.Module):
         self.output_dense = nn.Linear(config.intermediate_size, hidden)
         self.output_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.hidden_dropout = config.dropout
-        _init(self, config.initializer_range)
+        init_weights(self, config.initializer_range)
 
     def forward(self, x, attention_mask):  # x [B, S, H]; attention_mask bool [B, 1, 1, S], True = a real token
         batch, seq_len, hidden = x.shape
@@ -228,7 +228,7 @@ class Discriminator(nn.Module):
         self.encoder = Encoder(config, embeddings)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.prediction = nn.Linear(config.hidden_size, 1)
-        _init(self.dense, config.initializer_range)
+        init_weights(self.dense, config.initializer_range)
         _init_glorot(self.prediction)  # run_pretraining.py: tf.layers.dense(hidden, units=1), no initializer
         if config.disc_prior_bias:  # sigmoid(bias) = mask_prob: the loss starts at the base rate (see ElectraConfig)
             nn.init.constant_(self.prediction.bias, math.log(config.mask_prob / (1.0 - config.mask_prob)))
@@ -251,7 +251,7 @@ class Generator(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.embedding_size)
         self.layer_norm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
         self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))
-        _init(self.dense, config.initializer_range)
+        init_weights(self.dense, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, positions=None):
         """Vocabulary logits [B, S, V], or [B, N, V] at `positions` [B, N] only (the official code gathers the

@@ -8,7 +8,8 @@ distinct texts kept, probabilities a softmax over them. Texts are cut from the o
 offsets (no get_final_text re-alignment needed).
 
     python train.py finetune --task qa --data SQUAD_TRAIN.json --init MODEL --out runs/squad
-    python train.py finetune --task qa --data BIOASQ_TRAIN.json ../shared/data/qa/bioasq-7b --init runs/squad/best ...
+    python train.py finetune --task qa --data BIOASQ_TRAIN.json --eval-data ../shared/data/qa/bioasq-7b \
+        --init runs/squad/best --out runs/bioasq          # the SQuAD model, its answer layer included
 
 The loop and the head (tasks.SpanQA, whose loss is the mean of the start and end cross-entropies) are tasks.py's;
 this file turns windows' logits into ranked answers and scores them.

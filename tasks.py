@@ -1,6 +1,7 @@
 """Fine-tuning ELECTRAMed: heads, featurizing, decoding, the training loop, evaluating and predicting with the result.
 
-    python train.py finetune --task ner --data ../shared/data/ner/NCBI-disease --init runs/pretrain/electramed-hf
+    python train.py finetune --task ner --data ../shared/data/ner/NCBI-disease --init runs/pretrain/electramed-hf \
+        --out runs/ner
     python train.py evaluate --model runs/ner/best --data ../shared/data/ner/NCBI-disease/test.txt
     echo "Mutations in ATM cause ataxia-telangiectasia ." | python train.py predict --model runs/ner/best
 
@@ -34,8 +35,8 @@ import benchmarks
 import metrics
 import qa
 from data import read_json_or_none
-from electramed import (Embeddings, Encoder, Layer, dropout, load_hf_weights, load_pretrained, read_hf_config,
-                        save_hf)
+from electramed import (Embeddings, Encoder, Layer, dropout, init_weights, load_hf_weights, load_pretrained,
+                        read_hf_config, save_hf)
 from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, device_scalar, linear_schedule, load_checkpoint,
                      save_atomic, seed_everything, setup_runtime, step_seed, sync, to_cpu, xla_count)
 from tokenizer import InputError, WordPieceTokenizer
@@ -45,11 +46,6 @@ ARCHITECTURES = {"ner": "ElectraForTokenClassification", "re": "ElectraForSequen
 
 
 # ------------------------------------------------------------------------------------------------------------- heads
-def _init_linear(linear: nn.Linear, std: float):
-    nn.init.normal_(linear.weight, std=std)  # as transformers' _init_weights (ELECTRA: truncated normal, 0.02)
-    nn.init.zeros_(linear.bias)
-
-
 class TokenTagger(nn.Module):
     """NER: hidden states -> dropout -> linear, one score per label per token (ElectraForTokenClassification)."""
     hf_heads = {"classifier.": "classifier."}
@@ -58,7 +54,7 @@ class TokenTagger(nn.Module):
         super().__init__()
         self.encoder, self.config = encoder, config
         self.classifier = nn.Linear(config.hidden_size, num_labels)
-        _init_linear(self.classifier, config.initializer_range)
+        init_weights(self.classifier, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # -> [B, S, labels]
         hidden = self.encoder(input_ids, attention_mask, token_type_ids)
@@ -73,9 +69,9 @@ class TokenTagger(nn.Module):
 class SentenceClassifier(nn.Module):
     """RE: [CLS] -> dropout -> dense -> GELU -> dropout -> out_proj (transformers' ElectraClassificationHead).
 
-    The official ELECTRA head is [CLS] -> dropout -> dense(num_labels) (finetune/classification; electra-facts #17).
-    We use transformers' two-layer head so that a saved model loads as ElectraForSequenceClassification, which has
-    no one-layer variant: "transformers-loadable" wins over one extra dense layer."""
+    ELECTRAMed's own RE runs use this head: its run_tf_text_classification.py fine-tunes transformers'
+    TFElectraForSequenceClassification. (google-research/electra's classification head is [CLS] -> dropout ->
+    dense(num_labels), electra-facts #17.) A saved model loads as ElectraForSequenceClassification."""
     hf_heads = {"dense.": "classifier.dense.", "out_proj.": "classifier.out_proj."}
 
     def __init__(self, encoder: Encoder, config, num_labels: int):
@@ -83,8 +79,8 @@ class SentenceClassifier(nn.Module):
         self.encoder, self.config = encoder, config
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, num_labels)
-        _init_linear(self.dense, config.initializer_range)
-        _init_linear(self.out_proj, config.initializer_range)
+        init_weights(self.dense, config.initializer_range)
+        init_weights(self.out_proj, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # -> [B, labels]
         cls = self.encoder(input_ids, attention_mask, token_type_ids)[:, 0]  # [B, S, H] -> [B, H]
@@ -103,7 +99,7 @@ class SpanQA(nn.Module):
         super().__init__()
         self.encoder, self.config = encoder, config
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
-        _init_linear(self.qa_outputs, config.initializer_range)
+        init_weights(self.qa_outputs, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # -> [B, S, 2] (start, end)
         return self.qa_outputs(self.encoder(input_ids, attention_mask, token_type_ids))

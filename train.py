@@ -206,10 +206,13 @@ def model_config(args, config, tokenizer):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
     model = preset(args.preset, **overrides)
-    if args.generator_size is not None:  # ELECTRA: generator hidden = fraction x hidden, 64-wide heads, FFN 4x
-        hidden = max(64, round(args.generator_size * model.hidden_size / 64) * 64)
-        model.generator_hidden_size, model.generator_num_heads = hidden, max(1, hidden // 64)
-        model.generator_intermediate_size = 4 * hidden
+    if args.generator_size is not None:  # run_pretraining.py get_generator_config: hidden = round(fraction x hidden),
+        hidden = round(args.generator_size * model.hidden_size)  # heads of 64 (at least one), FFN 4x
+        heads = max(1, hidden // 64)
+        if hidden < 1 or hidden % heads:
+            raise InputError(f"--generator-size {args.generator_size}: a generator of hidden size {hidden} cannot be "
+                             f"split into {heads} heads of 64 (ELECTRA's rule); choose a fraction giving a multiple of 64")
+        model.generator_hidden_size, model.generator_num_heads, model.generator_intermediate_size = hidden, heads, 4 * hidden
     return model
 
 
@@ -802,9 +805,10 @@ def build_parser():
                    "../shared/data/ner/NCBI-disease; qa: a SQuAD-format training file or a folder of them (all "
                    "trained on: what is scored goes in --eval-data)")
     p.add_argument("--init", required=True, help="model directory to start from (pre-trained or fine-tuned)")
-    p.add_argument("--eval-data", nargs="+", help="qa: files or folders to score: a SQuAD dev file (*dev*.json, "
-                   "EM/F1 each epoch, best kept) and/or BioASQ test batches (*test*.json) with their golden files "
-                   "(*golden*.json, SAcc/LAcc/MRR per batch at the end) (default: none, the last epoch is kept)")
+    p.add_argument("--eval-data", nargs="+", help="qa: files or folders to score, never trained on: BioASQ golden "
+                   "files (named *golden*), the test batches that share their questions (SAcc/LAcc/MRR per batch at "
+                   "the end), and any other SQuAD file as the dev set (EM/F1 each epoch, best kept) (default: none, "
+                   "the last epoch is kept)")
     p.add_argument("--out", required=True, help="run folder (written only after the inputs check out)")
     p.add_argument("--seeds", type=positive_int, default=1, help="runs with seeds --seed, --seed+1, ... into "
                    "OUT/seed_K/, then OUT/summary.json and OUT/summary.md with the paper's numbers (default 1: "

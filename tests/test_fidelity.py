@@ -54,6 +54,18 @@ def test_initialisation_is_the_official_one():
         assert stats.kstest(weights, stats.uniform(-limit, 2 * limit).cdf).pvalue > 1e-4
         assert torch.equal(linear.bias, torch.zeros_like(linear.bias))
     assert model.discriminator.prediction.bias.item() == 0.0  # ELECTRA's start: disc_prior_bias is off by default
+    # the fine-tuning heads as ELECTRAMed's scripts start them: transformers' TF heads and BioBERT's run_factoid draw
+    # their weights from a truncated normal too (get_initializer, truncated_normal_initializer), biases zero
+    import tasks
+
+    encoder = em.Encoder(config)
+    for head in (tasks.build_model("ner", encoder, config, list("OBI")).classifier,
+                 tasks.build_model("re", encoder, config, ["a", "b"]).dense,
+                 tasks.build_model("qa", encoder, config, []).qa_outputs):
+        weights = head.weight.detach().flatten().double().numpy()
+        assert np.abs(weights).max() <= 0.04 and torch.equal(head.bias, torch.zeros_like(head.bias))
+        if weights.size >= 10_000:  # the RE head's dense: the distribution, as above
+            assert stats.kstest(weights, truncated.cdf).pvalue > 1e-4
 
 
 # -------------------------------------------------------------------------------------------- default vs. the flags
@@ -62,6 +74,17 @@ def cli_model_config(*flags, preset="base"):
     args.world_size = 1
     vocab = SimpleNamespace(ids=range(31090), pad_id=0, cls_id=102, sep_id=103, mask_id=104)
     return train.model_config(args, train.resolve_config(args), vocab)
+
+
+def test_generator_size_follows_electras_get_generator_config():
+    """hidden = round(fraction x hidden), heads = max(1, hidden // 64), FFN 4 x hidden: the presets' own generators."""
+    for preset, fraction in (("base", 1 / 3), ("large", 1 / 4), ("small", 1 / 4), ("tiny", 1 / 2)):
+        flagged, default = cli_model_config("--generator-size", str(fraction), preset=preset), cli_model_config(preset=preset)
+        sizes = [(c.generator_hidden_size, c.generator_num_heads, c.generator_intermediate_size) for c in (flagged, default)]
+        assert sizes[0] == sizes[1], preset
+    assert cli_model_config("--generator-size", "0.75").generator_hidden_size == 576  # base: 9 heads of 64
+    with pytest.raises(train.InputError, match=r"--generator-size 0.8: .* hidden size 614 .* 9 heads"):
+        cli_model_config("--generator-size", "0.8")
 
 
 def test_prior_bias_and_max_predictions_are_opt_in():
