@@ -210,9 +210,11 @@ def model_config(args, config, tokenizer):
         hidden = round(args.generator_size * model.hidden_size)  # heads of 64 (at least one), FFN 4x
         heads = max(1, hidden // 64)
         if hidden < 1 or hidden % heads:
-            raise InputError(f"--generator-size {args.generator_size}: a generator of hidden size {hidden} cannot be "
-                             f"split into {heads} heads of 64 (ELECTRA's rule); choose a fraction giving a multiple of 64")
-        model.generator_hidden_size, model.generator_num_heads, model.generator_intermediate_size = hidden, heads, 4 * hidden
+            raise InputError(f"--generator-size {args.generator_size}: a generator of hidden size {hidden} cannot "
+                             f"be split into {heads} heads of 64 (ELECTRA's rule); choose a fraction giving a multiple "
+                             "of 64")
+        model.generator_hidden_size, model.generator_num_heads = hidden, heads
+        model.generator_intermediate_size = 4 * hidden
     return model
 
 

@@ -79,9 +79,10 @@ def cli_model_config(*flags, preset="base"):
 def test_generator_size_follows_electras_get_generator_config():
     """hidden = round(fraction x hidden), heads = max(1, hidden // 64), FFN 4 x hidden: the presets' own generators."""
     for preset, fraction in (("base", 1 / 3), ("large", 1 / 4), ("small", 1 / 4), ("tiny", 1 / 2)):
-        flagged, default = cli_model_config("--generator-size", str(fraction), preset=preset), cli_model_config(preset=preset)
-        sizes = [(c.generator_hidden_size, c.generator_num_heads, c.generator_intermediate_size) for c in (flagged, default)]
-        assert sizes[0] == sizes[1], preset
+        flagged = cli_model_config("--generator-size", str(fraction), preset=preset)
+        default = cli_model_config(preset=preset)
+        for field in ("generator_hidden_size", "generator_num_heads", "generator_intermediate_size"):
+            assert getattr(flagged, field) == getattr(default, field), (preset, field)
     assert cli_model_config("--generator-size", "0.75").generator_hidden_size == 576  # base: 9 heads of 64
     with pytest.raises(train.InputError, match=r"--generator-size 0.8: .* hidden size 614 .* 9 heads"):
         cli_model_config("--generator-size", "0.8")
