@@ -416,13 +416,18 @@ def _build_shard_task(task):
     return spec.index, build_shard(spec, out_dir), sum(end - start for _, start, end, *_ in spec.sources)
 
 
-def write_json_atomic(path, obj):
+def write_text_atomic(path, text):
+    """Write beside, fsync, rename: a crash leaves the old file or the new one, never half of one."""
     temporary = f"{path}.tmp"
-    with open(temporary, "w") as f:
-        json.dump(obj, f, indent=1)
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)
+
+
+def write_json_atomic(path, obj):
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 def read_json_or_none(path):
@@ -540,11 +545,6 @@ def shards_problem(out_dir, vocab_path, max_length, corpus=None, preprocess=None
     return None
 
 
-def shards_ready(out_dir, vocab_path, max_length):
-    """True when out_dir holds a complete, undamaged build for this vocabulary and length."""
-    return shards_problem(out_dir, vocab_path, max_length) is None
-
-
 # ------------------------------------------------------------------------------------------------------------- loader
 class PretrainingData:
     """Fixed-shape batches from the shards: every batch is [batch_size, max_length], drop_last, seeded shuffle.
@@ -553,7 +553,7 @@ class PretrainingData:
     training checkpoint stores, so a resumed run sees exactly the batches an uninterrupted run would have seen.
     """
 
-    def __init__(self, shard_dir, pad_id=0, sep_id=None):
+    def __init__(self, shard_dir, pad_id, sep_id):
         shard_dir = Path(shard_dir)
         self.index = read_index(shard_dir)
         for shard in self.index["shards"]:  # never train on a cut or damaged shard (hashed once per process)

@@ -11,7 +11,7 @@ References followed (details: ../shared/notes/electra-facts.md):
 - HuggingFace transformers, models/electra/modeling_electra.py: the parameter names and config.json we read and write.
 
 Modules: Embeddings -> Encoder (embeddings, projection, post-LN transformer layers) -> Discriminator / Generator heads
--> ElectraForPretraining (the joint loss). Fine-tuning heads use `Encoder(config)` or `load_encoder(directory)`.
+-> ElectraForPretraining (the joint loss). Fine-tuning heads sit on an `Encoder` (tasks.py).
 """
 import json
 import math
@@ -568,17 +568,13 @@ def load_pretrained(directory) -> ElectraForPretraining:
         disc_dir, gen_dir = None, directory
     else:
         disc_dir, gen_dir = directory, None
-    main_dir = disc_dir or gen_dir
-    hf = _read_config(main_dir)
-    fields = {ours: hf[theirs] for ours, theirs in _HF_CONFIG.items()}
-    fields.update(_special_ids(main_dir))
-    fields.update(hf.get("electramed", {}))
-    fields["objective"] = "electra" if disc_dir else "mlm"
+    config, _ = read_hf_config(disc_dir or gen_dir)
+    changes = {"objective": "electra" if disc_dir else "mlm"}
     if disc_dir and gen_dir:
         generator = _read_config(gen_dir)  # the generator's own sizes
-        fields.update({f"generator_{ours}": generator[_HF_CONFIG[ours]]
-                       for ours in ("hidden_size", "num_heads", "num_layers", "intermediate_size")})
-    model = ElectraForPretraining(ElectraConfig(**fields))
+        changes.update({f"generator_{ours}": generator[_HF_CONFIG[ours]]
+                        for ours in ("hidden_size", "num_heads", "num_layers", "intermediate_size")})
+    model = ElectraForPretraining(replace(config, **changes))
     if gen_dir:
         _load_hf(model.generator, *_read_weights(gen_dir))
         generator_embeddings = model.embeddings.word_embeddings.weight.clone()
@@ -591,8 +587,3 @@ def load_pretrained(directory) -> ElectraForPretraining:
             model.generator = None
     return model.eval()  # as transformers' from_pretrained: dropout off until the caller asks for .train()
 
-
-def load_encoder(directory) -> Encoder:
-    """The encoder a fine-tuning head sits on: the discriminator's (the generator's for an "mlm" model)."""
-    model = load_pretrained(directory)
-    return (model.discriminator if model.discriminator is not None else model.generator).encoder

@@ -27,6 +27,7 @@ import benchmarks
 import metrics
 import qa
 import tasks
+from data import write_json_atomic, write_text_atomic
 from tokenizer import InputError
 
 DATA_ROOT = Path(os.environ.get("ELECTRAMED_DATA", Path(__file__).resolve().parent.parent / "shared" / "data"))
@@ -83,12 +84,6 @@ PAPER = {"ncbi-disease": (85.87, 89.29, 87.54), "bc5cdr": (88.76, 91.34, 90.03),
 
 def job_dir(out, name, k):
     return Path(out) / "jobs" / name / f"seed_{k}"
-
-
-def write_atomic(path, text):
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def finished_job(out, name, k):
@@ -149,7 +144,7 @@ def run_job(name, k, init, out, data_root, splits, settings, device, keep_models
                             splits, resume)
     record = {"benchmark": name, "seed_index": k, "seed": config.seed, "device": device,
               "wall_seconds": round(time.time() - started, 1), "result": result}
-    write_atomic(directory / "job.json", json.dumps(record, indent=1) + "\n")  # the job counts as done from here
+    write_json_atomic(directory / "job.json", record)  # the job counts as done from here
     if not keep_models:  # a base model is ~420 MB; 35 of them would be ~15 GB
         for done in ([name] if name != "squad" else []) + (["squad"] if name == "bioasq" else []):
             shutil.rmtree(job_dir(out, done, k) / "best", ignore_errors=True)
@@ -174,7 +169,7 @@ def reproduce(init, out, seeds=5, names=TASK_CHOICES, device="cpu", epochs=None,
               for name in dict.fromkeys(name for name, k in jobs if (name, k) not in done)}
     if not (out / "reproduce.json").is_file():  # the inputs checked out: OUT's results are these settings' from now on
         out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "reproduce.json", json.dumps(settings, indent=1) + "\n")
+        write_json_atomic(out / "reproduce.json", settings)
     with tqdm(total=len(jobs), initial=len(done), unit="job", desc="reproduce", position=0, dynamic_ncols=True) as bar:
         for name, k in jobs:
             if (name, k) in done:
@@ -339,6 +334,6 @@ def write_tables(out, seeds, names, settings):
         lines += [""] + [f"[^{i}]: {text}" for i, text in enumerate(footnotes, 1)]
     tables["footnotes"] = footnotes
     text = "\n".join(lines) + "\n"
-    write_atomic(out / "tables.md", text)
-    write_atomic(out / "tables.json", json.dumps(tables, indent=1) + "\n")
+    write_text_atomic(out / "tables.md", text)
+    write_json_atomic(out / "tables.json", tables)
     return text

@@ -175,16 +175,16 @@ def test_an_interrupted_build_is_detected_and_resumed(real_corpus, scivocab, tok
     (out / "index.json").unlink()
     (out / "shard_00001.json").unlink()
     (out / "shard_00001.bin").rename(out / "shard_00001.bin.partial")
-    assert not data.shards_ready(out, scivocab, MAX_LENGTH)
+    assert data.shards_problem(out, scivocab, MAX_LENGTH) is not None
     with pytest.raises(InputError, match="index.json"):
-        data.PretrainingData(out)
+        data.PretrainingData(out, 0, 3)
     kept = (out / "shard_00000.bin").stat().st_mtime_ns
     resumed = data.build_shards(real_corpus, scivocab, out, MAX_LENGTH, processes=1, unit_bytes=UNIT)
     assert (out / "shard_00000.bin").stat().st_mtime_ns == kept  # complete shards are reused, not rebuilt
     assert resumed["shards"] == clean["shards"] and not list(out.glob("*.partial"))
     for shard in clean["shards"]:
         assert (out / shard["file"]).read_bytes() == (tmp_path / "clean" / shard["file"]).read_bytes()
-    assert data.shards_ready(out, scivocab, MAX_LENGTH) and not data.shards_ready(out, scivocab, 128)
+    assert data.shards_problem(out, scivocab, MAX_LENGTH) is None and data.shards_problem(out, scivocab, 128) is not None
 
 
 def test_bad_corpus_files_name_the_file_and_line(tmp_path, scivocab):

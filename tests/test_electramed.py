@@ -113,7 +113,7 @@ def test_single_discriminator_directory_for_fine_tuning(tmp_path):
     disc.save_pretrained(tmp_path)
     model = em.load_pretrained(tmp_path)
     assert model.generator is None and model.config.objective == "electra"
-    encoder = em.load_encoder(tmp_path).eval()
+    encoder = model.discriminator.encoder  # what fine-tuning starts from (tasks.load_init)
     assert isinstance(encoder, em.Encoder)
     ids, mask, types = make_batch(seed=2)
     with torch.no_grad():

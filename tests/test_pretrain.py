@@ -201,7 +201,7 @@ def test_the_main_job_in_one_command_trains_a_vocab_builds_shards_and_pretrains(
     assert train.main(args) == 0
     vocab = (tmp_path / "vocab.txt").read_text().splitlines()
     assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] and len(vocab) <= 600
-    assert data.shards_ready(tmp_path / "shards", tmp_path / "vocab.txt", 64)
+    assert data.shards_problem(tmp_path / "shards", tmp_path / "vocab.txt", 64) is None
     assert len(read_log(tmp_path)) == 3
 
 
