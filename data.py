@@ -83,7 +83,7 @@ def file_format(path, head):
     if path.suffix.lower() == ".pubtator" or any(PUBTATOR_LINE.match(line) for line in lines[:10]):
         return "pubtator"
     tagged = [2 <= len(columns) <= 4 and any(TAG.fullmatch(column.strip()) for column in columns[1:])
-              for columns in map(token_columns, lines)]  # token<TAB>tag, or CoNLL's token POS tag
+              for columns in map(token_columns, lines)]  # token<TAB>tag; CoNLL's token POS tag too, to be refused by line
     if len(lines) >= 3 and sum(map(bool, tagged)) >= 0.8 * len(lines):
         return "token-tag"
     if path.suffix == ".tokens":

@@ -747,7 +747,8 @@ def build_parser():
                    "(default 12345)")
     p.add_argument("--log-every", type=positive_int, default=100, help="pull metrics to the host and log every N steps")
     p.add_argument("--save-every", type=positive_int, default=1000, help="write a checkpoint every N steps")
-    p.add_argument("--keep-checkpoints", dest="keep_checkpoints", type=positive_int, default=3, help="checkpoints to keep")
+    p.add_argument("--keep-checkpoints", dest="keep_checkpoints", type=positive_int, default=5, help="checkpoints to "
+                   "keep, the newest (default 5, the official keep_checkpoint_max)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")

@@ -195,6 +195,16 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(scivocab, s
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
+def test_the_newest_checkpoints_are_kept_five_by_default_as_the_official_keep_checkpoint_max(scivocab, shards,
+                                                                                               tmp_path):
+    for keep, out in ([], tmp_path / "default"), (["--keep-checkpoints", "2"], tmp_path / "two"):
+        assert train.main(run_args(out, scivocab, shards, "--train-steps", "7", "--save-every", "1", *keep)) == 0
+    assert [c.name for c in sorted((tmp_path / "default" / "checkpoints").glob("step_*.pt"))] == [
+        f"step_000000{step}.pt" for step in range(3, 8)]
+    assert [c.name for c in sorted((tmp_path / "two" / "checkpoints").glob("step_*.pt"))] == [
+        "step_0000006.pt", "step_0000007.pt"]
+
+
 def test_the_main_job_in_one_command_trains_a_vocab_builds_shards_and_pretrains(corpus, tmp_path):
     args = ["pretrain", "--corpus", *map(str, corpus[:40]), "--out", str(tmp_path), "--preset", "tiny",
             "--vocab-size", "600", "--train-steps", "3", "--log-every", "1", "--processes", "1"]
