@@ -183,6 +183,7 @@ class Layer(nn.Module):
                                                  dropout_p=self.attention_dropout if self.training else 0.0)
         context = context.transpose(1, 2).reshape(batch, seq_len, hidden)  # [B, heads, S, head_dim] -> [B, S, H]
         x = self.attention_norm(x + dropout(self.attention_dense(context), self.hidden_dropout, self.training))
+        # exact (erf) GELU, as transformers' hidden_act "gelu"; the TF code's tanh form is <= 0.0005 away (README)
         ffn_output = self.output_dense(F.gelu(self.intermediate(x)))
         return self.output_norm(x + dropout(ffn_output, self.hidden_dropout, self.training))
 
