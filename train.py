@@ -466,11 +466,14 @@ def check_finite(finite, step, checkpoints, runtime):
 
 # ------------------------------------------------------------------------------------------------ other subcommands
 FILE_OUTPUTS = ("vocab", "corpus")  # their --out names a file; every other command's --out is a folder
-RUN_FOLDERS = {"pretrain": "a pre-training run", "finetune": "a fine-tuning run", "reproduce": "a reproduce run"}
+RUN_FOLDERS = {"pretrain": "a pre-training run", "finetune": "a fine-tuning run", "reproduce": "a reproduce run",
+               "export": "an exported pre-trained model (discriminator/, generator/)"}
 
 
 def check_out(path, folder):
     """--out must be a folder (or a file) or a path that can be made: say so before any work is done."""
+    if not folder and str(path).endswith(("/", os.sep)):
+        raise InputError(f"{path}: names a folder (--out names the file to write)")
     path = Path(path)
     blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
     if blocking is not None:
@@ -484,14 +487,21 @@ def check_out(path, folder):
 def check_run_folder(out, kind):
     """A run folder holds one kind of run: never write one over another kind's (its config.json and metrics.jsonl
     would be replaced) or into a model directory (e.g. --out given the --init folder)."""
+    found = run_folder_kind(out)
+    if found not in (None, kind):
+        raise InputError(f"{out}: holds {found}, not {kind}; pass another --out")
+
+
+def run_folder_kind(out):
+    """What a folder holds: one of RUN_FOLDERS' kinds, "a model directory", or None (empty, new, anything else)."""
     out = Path(out)
     config = data.read_json_or_none(out / "config.json") or {}
-    found = ("a model directory" if "architectures" in config or (out / "discriminator").is_dir() else
+    found = (RUN_FOLDERS["export"] if (out / "discriminator").is_dir() or (out / "generator").is_dir() else
+             "a model directory" if "architectures" in config else
              RUN_FOLDERS["pretrain"] if "pretrain" in config else
              RUN_FOLDERS["finetune"] if "finetune" in config or (out / "seed_0" / "config.json").is_file() else
              RUN_FOLDERS["reproduce"] if (out / "reproduce.json").is_file() else None)
-    if found not in (None, kind):
-        raise InputError(f"{out}: holds {found}, not {kind}; pass another --out")
+    return found
 
 
 def prepare(args):
@@ -503,6 +513,9 @@ def prepare(args):
 
 
 def vocab(args):
+    folder = Path(args.out).parent  # a run's vocab.txt is the run's: its checkpoints were trained with that one
+    if (kind := run_folder_kind(folder)) is not None:
+        raise InputError(f"{args.out}: inside {kind} ({folder}), whose vocabulary it is; pass another --out")
     print(f"wrote {build_vocab(args.corpus, args.out, args.vocab_size)} tokens -> {args.out}")
 
 
@@ -532,17 +545,24 @@ def export(args):
         model.load_state_dict(state["model"])
     except (TypeError, ValueError, RuntimeError) as error:  # unknown config keys, wrong shapes
         raise InputError(f"{args.checkpoint}: not a checkpoint of this model ({str(error).splitlines()[0][:120]})")
-    vocab = args.vocab
-    if vocab is None:  # the run's own (the checkpoint holds its digest): a model folder without one can't be fine-tuned
+    vocab, trained_with = args.vocab, state.get("vocab_sha1")  # the digest of the vocabulary the run trained with
+    if vocab is None:  # the run's own: a model folder without one can't be fine-tuned
         run = Path(args.checkpoint).resolve().parent.parent
         recorded = (data.read_json_or_none(run / "config.json") or {}).get("vocab")
-        vocab = next((str(path) for path in map(Path, filter(None, (recorded, run / "vocab.txt"))) if path.is_file()
-                      and data.file_digest(path) == state.get("vocab_sha1")), None)
+        found = [path for path in dict.fromkeys(map(Path, filter(None, (recorded, run / "vocab.txt"))))
+                 if path.is_file()]
+        vocab = next((str(path) for path in found if data.file_digest(path) == trained_with), None)
+        if vocab is None and found:
+            raise InputError(f"{found[0]}: not the vocabulary {args.checkpoint} was trained with (changed since); "
+                             "pass --vocab with that one")
         print(f"vocabulary: {vocab} (the run's; --vocab to choose another)" if vocab else
               f"note: no vocabulary found beside {run}: none copied (pass --vocab; finetune --init needs one)")
     if vocab and len(read_vocab(vocab)) != config.vocab_size:
         raise InputError(f"{vocab}: {len(read_vocab(vocab))} tokens, but the checkpoint's embeddings have "
                          f"{config.vocab_size} rows (pass the vocabulary it was trained with)")
+    if vocab and trained_with and data.file_digest(vocab) != trained_with:
+        raise InputError(f"{vocab}: not the vocabulary {args.checkpoint} was trained with (its digest differs from "
+                         "the checkpoint's record)")
     save_pretrained(model, args.out, vocab_path=vocab)
     load_pretrained(args.out)  # read it back: an export that cannot be loaded is not an export
     print(f"exported step {state['step']} -> {args.out}")

@@ -412,7 +412,7 @@ def test_a_leftover_vocab_of_a_stopped_run_is_not_reused(hoc, tmp_path, capsys):
 FILE_OUT = ("vocab", "corpus")  # --out names a file; the other five commands' --out is a folder
 OUT_CASES = [(command, "folder" if command in FILE_OUT else "file") for command in
              ("prepare", "pretrain", "export", "vocab", "corpus", "finetune", "reproduce")]
-OUT_CASES += [(command, "below a file") for command, _ in OUT_CASES]
+OUT_CASES += [(command, "below a file") for command, _ in OUT_CASES] + [(command, "a/") for command in FILE_OUT]
 
 
 @pytest.mark.parametrize("command, kind", OUT_CASES, ids=[f"{c} --out {k}" for c, k in OUT_CASES])
@@ -423,6 +423,8 @@ def test_an_out_path_of_the_wrong_kind(command, kind, good_text, scivocab, tmp_p
     if kind == "below a file":
         (tmp_path / "file").write_text("keep me\n")
         out = tmp_path / "file" / "out"
+    elif kind == "a/":  # a file's name ending in "/": a folder that is not there (nothing written at "out")
+        out = f"{out}/"
     else:
         out.mkdir() if kind == "folder" else out.write_text("keep me\n")
     args = {"prepare": ["prepare", "--corpus", good_text, "--vocab", scivocab],
@@ -435,6 +437,8 @@ def test_an_out_path_of_the_wrong_kind(command, kind, good_text, scivocab, tmp_p
     if kind == "below a file":
         assert line.endswith(f"cannot be made: {tmp_path / 'file'} is a file, not a folder")
         assert (tmp_path / "file").read_text() == "keep me\n"
+    elif kind == "a/":
+        assert line.endswith("names a folder (--out names the file to write)") and not os.listdir(tmp_path)
     else:
         assert (out.read_text() == "keep me\n") if kind == "file" else not list(out.iterdir())
 
@@ -549,15 +553,38 @@ def test_export_writes_the_checkpoints_weights_with_the_runs_vocabulary(trained,
     weights = torch.load(checkpoint, weights_only=False)["model"]
     assert vocab == tmp_path / "hf" / "discriminator" / "vocab.txt"
     assert torch.equal(encoder.embeddings.word_embeddings.weight, weights["embeddings.word_embeddings.weight"])
-    # a vocabulary beside the run that is not the one it trained with is not taken for it
+    # a vocabulary beside the run that is not the one it trained with is refused, and so is such a --vocab (the same
+    # size, another digest: the model would read other words); without any vocabulary beside it, a note
     moved = tmp_path / "moved"
     shutil.copytree(trained, moved)
     (moved / "config.json").write_text(json.dumps({"vocab": str(tmp_path / "gone.txt")}))
-    (moved / "vocab.txt").write_text(scivocab.read_text().replace("protein", "proteins", 1))
-    code, stdout, _, err = run(capsys, "export", "--checkpoint", moved / "checkpoints" / "step_0000002.pt", "--out",
-                               tmp_path / "hf2")
+    (moved / "vocab.txt").write_text(scivocab.read_text().replace("protein\n", "zzz-not-a-word\n", 1))
+    moved_checkpoint = moved / "checkpoints" / "step_0000002.pt"
+    line = assert_one_line_error(run(capsys, "export", "--checkpoint", moved_checkpoint, "--out", tmp_path / "hf2"),
+                                 moved / "vocab.txt")
+    assert "not the vocabulary" in line and "pass --vocab" in line and not (tmp_path / "hf2").exists()
+    line = assert_one_line_error(run(capsys, "export", "--checkpoint", checkpoint, "--vocab", moved / "vocab.txt",
+                                     "--out", tmp_path / "hf2"), moved / "vocab.txt")
+    assert "digest differs" in line and not (tmp_path / "hf2").exists()
+    (moved / "vocab.txt").unlink()
+    code, stdout, _, err = run(capsys, "export", "--checkpoint", moved_checkpoint, "--out", tmp_path / "hf2")
     assert code == 0 and f"note: no vocabulary found beside {moved}: none copied" in stdout, err[-2000:]
     assert not (tmp_path / "hf2" / "discriminator" / "vocab.txt").exists()
+    # export never writes into a run folder or another model's folder, and vocab never replaces a run's vocabulary
+    fine_tuned = tmp_path / "fine-tuned"
+    fine_tuned.mkdir()
+    (fine_tuned / "config.json").write_text(json.dumps(RUNS["model"]))
+    for out, kind in ((trained, "a pre-training run"), (fine_tuned, "a model directory")):
+        line = assert_one_line_error(run(capsys, "export", "--checkpoint", checkpoint, "--out", out), out)
+        assert f"holds {kind}, not an exported pre-trained model" in line
+    assert not (trained / "discriminator").exists() and sorted(os.listdir(fine_tuned)) == ["config.json"]
+    code, _, _, err = run(capsys, "export", "--checkpoint", checkpoint, "--out", tmp_path / "hf")  # again: replaced
+    assert code == 0, err[-2000:]
+    vocab = (trained / "vocab.txt").read_bytes() if (trained / "vocab.txt").exists() else None
+    line = assert_one_line_error(run(capsys, "vocab", "--corpus", scivocab, "--out", trained / "vocab.txt"),
+                                 trained / "vocab.txt")
+    assert "inside a pre-training run" in line
+    assert ((trained / "vocab.txt").read_bytes() if (trained / "vocab.txt").exists() else None) == vocab
 
 
 def test_export_with_a_vocabulary_of_another_size(trained, bert_vocab, tmp_path, capsys):
