@@ -187,6 +187,10 @@ def qa_features(examples, tokenizer, max_length=384, doc_stride=128, max_query_l
 
         # BERT: windows of up to max_tokens_for_doc context tokens, each starting doc_stride after the last
         max_tokens_for_doc = max_length - len(question_ids) - 3
+        if max_tokens_for_doc < 1:  # BERT's loop would never advance (the official code hangs here too)
+            raise InputError(f"--max-length {max_length}: no room for a passage after question {example.id} "
+                             f"({len(question_ids)} pieces), [CLS] and two [SEP]; use at least {max_query_length + 4} "
+                             f"(questions are cut at {max_query_length} pieces)")
         windows, window_start = [], 0
         while window_start < len(ids):
             length = min(len(ids) - window_start, max_tokens_for_doc)

@@ -123,6 +123,12 @@ def test_long_question_truncated_and_counted(word_tokenizer, capsys):
     assert stats["truncated_questions"] == 1
     assert features[0].token_type_ids.count(0) == 64 + 2
     assert "1 questions longer than 64 tokens, truncated (long)" in capsys.readouterr().err
+    # a --max-length that leaves a question no passage: one line (BERT's window loop would never end)
+    short = benchmarks.qa_features(examples[1:], word_tokenizer, max_length=7)  # 2-piece question: 2 passage pieces
+    assert short and all(len(feature.input_ids) <= 7 for feature in short)
+    with pytest.raises(InputError, match=r"^--max-length 20: no room for a passage after question long \(64 pieces\)"
+                                         r".*use at least 68"):
+        benchmarks.qa_features(examples, word_tokenizer, max_length=20)
 
 
 # --------------------------------------------------------------------------------------------------- bad input
