@@ -403,6 +403,9 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
             raise InputError(f"{data_dir}: the {name} split is empty")
     encoder, model_config, vocab, init_model = load_init(init)
     labels = benchmarks.label_list(splits["train"])  # "O" first, then sorted; they travel with the model
+    if (task == "ner" and labels == ["O"]) or (task == "re" and set(labels) <= negative_label(labels)):
+        raise InputError(f"{data_dir} (train): no {'entity tags, only O' if task == 'ner' else 'relation but ' + labels[0]}"
+                         ": nothing to learn, and F1 scores no entity or relation")
     for name in ("dev", "test"):
         benchmarks.check_labels(splits[name], labels, f"{data_dir} ({name})")
     tokenizer = WordPieceTokenizer(vocab)

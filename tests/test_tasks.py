@@ -470,7 +470,18 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
     (seeded / "seed_0").mkdir(parents=True)
     single.mkdir()
     (single / "result.json").write_text("{}")
-    said = {(*ner[:4], folder / "train.txt", "--init", tiny_init, "--out", out):
+    only_o, only_false = tmp_path / "only-o", small_re_folder(data_dir, tmp_path / "only-false")
+    only_o.mkdir()
+    for name in ("train", "dev", "test"):  # a label set with nothing to find: every tag O, every relation "false"
+        write_ner(only_o / f"{name}.txt", [(words, ["O"] * len(words)) for words, _ in sentences])
+        rows = (only_false / f"{name}.tsv").read_text().splitlines()
+        (only_false / f"{name}.tsv").write_text("\n".join([rows[0]] + [row.rsplit("\t", 1)[0] + "\tfalse"
+                                                                        for row in rows[1:]]) + "\n")
+    said = {("finetune", "--task", "ner", "--data", only_o, "--init", tiny_init, "--out", out):
+            f"{only_o} (train): no entity tags, only O: nothing to learn",
+            ("finetune", "--task", "re", "--data", only_false, "--init", tiny_init, "--out", out):
+            f"{only_false} (train): no relation but false: nothing to learn",
+            (*ner[:4], folder / "train.txt", "--init", tiny_init, "--out", out):
             f"{folder / 'train.txt'}: is a file: --data names the benchmark's folder (train, dev and test)",
             (*ner, "--init", tmp_path / "nowhere", "--out", out): f"{tmp_path / 'nowhere'}: no such folder",
             (*ner, "--init", folder / "train.txt", "--out", out): f"{folder / 'train.txt'}: a file, not a model folder",
