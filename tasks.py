@@ -507,10 +507,10 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     checkpoint.unlink(missing_ok=True)
     print(f"best epoch {best[0]}; test {score_text(test) if test else 'none'} -> {out / 'result.json'}")
     if best[1] and best[1]["f1"] == 0:  # e.g. the quick start's tiny model at Table 5's learning rate
-        print(f"note: dev F1 was 0 in every epoch at --learning-rate {config.learning_rate:g} (no entity, relation or "
-              "answer found)" + (": Table 5's learning rates are for base; a small model needs a higher "
-                                 "--learning-rate (tiny: 1e-3 with --epochs 10, README 'What we measured on this "
-                                 "2-core CPU')" if config.learning_rate < 1e-3 else ""), file=sys.stderr)
+        print(f"note: dev F1 was 0 in every epoch at learning rate {config.learning_rate:g} (no entity, relation or "
+              "answer found)" + (": Table 5's learning rates are for base; a small model needs a higher one (tiny: "
+                                 "finetune --learning-rate 1e-3 --epochs 10, README 'What we measured on this 2-core "
+                                 "CPU')" if config.learning_rate < 1e-3 else ""), file=sys.stderr)
     return result
 
 

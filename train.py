@@ -709,8 +709,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser():
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    parser.subcommands = commands.choices  # {name: its parser}
     number = dict(default=None)
 
     def add_corpus_flags(p, vocab_required):
@@ -919,8 +920,11 @@ def build_parser():
 
 
 def main(argv=None):
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # said by the subcommand's parser, so that its line points at `train.py COMMAND --help`
+            parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exit:  # --help (0) or a bad flag (2, its one line already printed)
         return exit.code
     try:

@@ -101,6 +101,13 @@ def test_a_flag_out_of_range_is_refused_while_parsing(command, flag, value, tmp_
     assert not list(tmp_path.iterdir())
 
 
+def test_a_flag_another_command_takes_points_at_this_commands_help(tmp_path, capsys):
+    """reproduce has no --learning-rate (Table 5 is its point): the line points at `train.py reproduce --help`."""
+    line = assert_one_line_error(run(capsys, "reproduce", "--init", "m", "--out", tmp_path / "r", "--learning-rate", 1),
+                                 "unrecognized arguments: --learning-rate 1")
+    assert line.endswith("(see: train.py reproduce --help)") and not list(tmp_path.iterdir())
+
+
 CROSS_FLAG_CASES = [  # valid one by one, wrong together: found before anything is read or written
     (["--batch-size", "10", "--accumulation-steps", "3"], "--batch-size 10"),
     (["--max-length", "5", "--mask-prob", "0.1"], "--max-length 5"),

@@ -415,13 +415,13 @@ def test_a_run_whose_dev_f1_stays_0_says_why(cli, tmp_path, data_dir, tiny_init)
                  "--epochs", 2, "--batch-size", 8)
     assert result.returncode == 0, result.stderr[-2000:]
     note = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
-    assert len(note) == 1 and note[0].startswith("note: dev F1 was 0 in every epoch at --learning-rate 5e-05 (")
-    assert "a small model needs a higher --learning-rate (tiny: 1e-3" in note[0], note
+    assert len(note) == 1 and note[0].startswith("note: dev F1 was 0 in every epoch at learning rate 5e-05 (")
+    assert "a small model needs a higher one (tiny: finetune --learning-rate 1e-3 --epochs 10" in note[0], note
     # at the rate it suggests, the note does not suggest it again
     result = cli("finetune", "--task", "ner", "--data", folder, "--init", tiny_init, "--out", tmp_path / "run-1e-3",
                  "--epochs", 1, "--batch-size", 8, "--learning-rate", 1e-3)
     note = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
-    assert note == ["note: dev F1 was 0 in every epoch at --learning-rate 0.001 (no entity, relation or answer found)"]
+    assert note == ["note: dev F1 was 0 in every epoch at learning rate 0.001 (no entity, relation or answer found)"]
 
 
 def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_init):
