@@ -603,7 +603,7 @@ def predict(args):
                                              "no such file"))
     try:  # stdin as bytes, decoded as strictly as a file (its text layer would let bad bytes through as escapes)
         raw = Path(args.file).read_bytes() if args.file else getattr(sys.stdin, "buffer", sys.stdin).read()
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        text = (raw.decode("utf-8") if isinstance(raw, bytes) else raw).removeprefix("\ufeff")  # a BOM is no text
     except UnicodeDecodeError as error:
         raise InputError(f"{args.file or 'stdin'}: not UTF-8 text (byte {error.start}: {error.reason})") from None
     if args.question is not None and not args.question.strip():

@@ -531,6 +531,15 @@ def test_predict_reads_stdin_as_strictly_as_a_file(tmp_path, tiny_init, monkeypa
     monkeypatch.setattr(sys, "stdin", piped)
     assert train.main(["predict", "--model", str(tmp_path / "model")]) == 2
     assert capsys.readouterr().err == "error: stdin: not UTF-8 text (byte 3: invalid continuation byte)\n"
+    # a byte-order mark (Windows editors write one) is not echoed back as part of the first line
+    for name in ("with-bom.txt", None):
+        text = "\ufeffMutations in BRCA1 cause breast cancer .\n".encode("utf-8")
+        (tmp_path / "with-bom.txt").write_bytes(text)
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text)))
+        assert train.main(["predict", "--model", str(tmp_path / "model"),
+                           *([str(tmp_path / name)] if name else [])]) == 0
+        printed = capsys.readouterr().out
+        assert printed.startswith("Mutations") and printed.count("\n") == 1, printed
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch_xla") is None and os.environ.get("CI") != "true",
