@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import regex
+from tqdm import tqdm
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_WORD_CHARS = 200  # BERT's and ELECTRA's tokenization.py: longer words become [UNK] (transformers' default: 100)
@@ -346,6 +347,7 @@ def train_vocab(lines, vocab_size, lowercase=True, min_frequency=2, limit_alphab
             pair_words[pair].add(index)
     heap = [(-count, pair) for pair, count in pair_counts.items()]  # max-heap of (count, pair); ties: smaller ids
     heapq.heapify(heap)
+    bar = tqdm(total=vocab_size, initial=len(tokens), desc="vocab: merging pairs", unit=" token", dynamic_ncols=True)
     while len(tokens) < vocab_size and heap:
         negative_count, pair = heapq.heappop(heap)
         count = pair_counts.get(pair, 0)
@@ -360,6 +362,7 @@ def train_vocab(lines, vocab_size, lowercase=True, min_frequency=2, limit_alphab
         if merged_token not in token_id:  # two merges can spell the same token ("ab"+"##c", "a"+"##bc")
             token_id[merged_token] = len(tokens)
             tokens.append(merged_token)
+            bar.update(1)
         merged_id = token_id[merged_token]
         changed = set()
         for index in pair_words.pop(pair):  # incremental update: only the words that hold the pair
@@ -388,6 +391,7 @@ def train_vocab(lines, vocab_size, lowercase=True, min_frequency=2, limit_alphab
                 pair_words.pop(changed_pair, None)
             elif changed_pair != pair:
                 heapq.heappush(heap, (-pair_counts[changed_pair], changed_pair))
+    bar.close()
     return tokens
 
 
