@@ -580,7 +580,8 @@ def finetune(args):
     out = Path(args.out)  # one layout per folder: OUT/seed_K/ with --seeds, OUT/result.json without
     if ((out / "seed_0").is_dir() if args.seeds == 1 else (out / "result.json").is_file() or
             (out / "checkpoint.pt").is_file()):
-        raise InputError(f"{out}: holds a run {'with' if args.seeds == 1 else 'without'} --seeds; pass another --out")
+        held = "a run of several --seeds (seed_K/)" if args.seeds == 1 else "a single run (result.json)"
+        raise InputError(f"{out}: holds {held}; pass another --out")
     splits = qa.qa_splits([args.data], args.eval_data or []) if args.task == "qa" else None
     if args.seeds > 1:
         reproduce.finetune_seeds(args.task, args.data, args.init, args.out, config, args.device, args.seeds, splits,
@@ -667,8 +668,8 @@ non_negative_float = _ranged(float, lambda v: v >= 0, lambda v: True, "a number 
 probability_open = _ranged(float, lambda v: v > 0, lambda v: v < 1, "a number in (0, 1), both ends excluded")
 fraction_below_one = _ranged(float, lambda v: v >= 0, lambda v: v < 1, "a number in [0, 1)")
 # at least [CLS] a token [SEP] plus ELECTRA's random shorter targets (randint(5, max_length)); at most the positions
-sequence_length = _ranged(int, lambda v: v >= 5, lambda v: v <= MAX_POSITIONS, f"5 to {MAX_POSITIONS} (at most the "
-                          "position table; at least ELECTRA's shortest random target)")
+sequence_length = _ranged(int, lambda v: v >= 5, lambda v: v <= MAX_POSITIONS, f"5 to {MAX_POSITIONS}, the "
+                          "position table's size")
 vocab_size = _ranged(int, lambda v: v > len(SPECIAL_TOKENS), lambda v: True, f"more than the {len(SPECIAL_TOKENS)} "
                      "special tokens (and at least the corpus's characters)")
 for _name, _parse in [("positive_int", positive_int), ("non_negative_int", non_negative_int),

@@ -496,9 +496,8 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
             f"--golden {latin1}: scores a QA model's BioASQ test batch; {model_dir} is a ner model",
             ("predict", "--model", model_dir, folder): f"{folder}: a folder, not a text file",
             # one layout per run folder: a single run never goes into a --seeds run's folder, nor the reverse
-            (*ner, "--init", tiny_init, "--out", seeded): f"{seeded}: holds a run with --seeds; pass another --out",
-            (*ner, "--init", tiny_init, "--out", single, "--seeds", 2):
-            f"{single}: holds a run without --seeds; pass another --out"}
+            (*ner, "--init", tiny_init, "--out", seeded): f"{seeded}: holds a run of several --seeds (seed_K/)",
+            (*ner, "--init", tiny_init, "--out", single, "--seeds", 2): f"{single}: holds a single run (result.json)"}
     if not torch.cuda.is_available():  # the device is checked before OUT is made
         said[(*ner, "--init", tiny_init, "--out", out, "--device", "cuda")] = "--device cuda: no CUDA device"
     for case in cases + list(said):
