@@ -291,7 +291,7 @@ def read_ner(path, labels=None):
             if not NER_TAG.fullmatch(columns[1]):
                 raise InputError(f"{path}:{number}: tag {columns[1]!r} is not O, B-<type> or I-<type>")
             if labels is not None and columns[1] not in labels:
-                raise InputError(f"{path}:{number}: tag {columns[1]!r} is not among the model's labels "
+                raise InputError(f"{path}:{number}: tag {columns[1]!r} is not among the labels trained on "
                                  f"({', '.join(sorted(labels))})")
             good_tags.add(columns[1])
         words.append(columns[0])
@@ -481,8 +481,8 @@ def _missing(folder, files, suffixes):
 def task_splits(task, data_dir):
     """{"train", "dev", "test"} example lists of a benchmark folder, for task "ner" or "re".
 
-    NER: train/dev/test with .txt or .tsv. RE: train/dev/test with .csv, .tsv or .txt; dev/test labels must occur in
-    train. DDI-2013 (a folder with dev.csv, test.csv and original/DDICorpus, but no train file): train is built from the
+    NER: train/dev/test with .txt or .tsv. RE: train/dev/test with .csv, .tsv or .txt. Dev/test labels must occur in
+    train (an error names the file and line). DDI-2013 (a folder with dev.csv, test.csv and original/DDICorpus, but no train file): train is built from the
     XML Train folder minus the sentences of dev.csv (`ddi_train_without_dev`); dev and test are BLUE's files.
     """
     data_dir = Path(data_dir)
@@ -495,7 +495,9 @@ def task_splits(task, data_dir):
         files = {split: _split_file(data_dir, split, suffixes) for split in splits}
         if problem := _missing(data_dir, files, suffixes):
             raise InputError(problem)
-        return {split: read_ner(path) for split, path in files.items()}
+        train = read_ner(files["train"])
+        tags = set(label_list(train))  # a dev/test tag the model never saw is an error (file:line), as for RE
+        return {"train": train, "dev": read_ner(files["dev"], tags), "test": read_ner(files["test"], tags)}
     if task == "re":
         suffixes = (".csv", ".tsv", ".txt")
         files = {split: _split_file(data_dir, split, suffixes) for split in splits}

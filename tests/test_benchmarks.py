@@ -250,12 +250,16 @@ def test_unknown_relation_label_names_file_and_line(tmp_path):
 
 
 def test_a_dev_tag_training_never_showed_is_named(tmp_path):
-    """NER splits are read without the training labels (RE's dev and test are, line by line): finetune then checks
-    them against the training labels, naming the split and every tag it lacks."""
+    """A benchmark folder's dev and test tags are checked against its training tags line by line, as RE's labels;
+    splits given as examples (finetune(splits=...)) by check_labels, which names the split and every tag it lacks."""
     write(tmp_path / "train.tsv", "a\tB-X\nb\tO\n")
-    write(tmp_path / "dev.tsv", "a\tB-Y\nb\tI-Z\nc\tB-X\n")
+    write(tmp_path / "dev.tsv", "a\tO\n\nb\tI-Z\nc\tB-X\n")
     write(tmp_path / "test.tsv", "a\tO\n")
+    with raises_at(f"{tmp_path / 'dev.tsv'}:3", "tag 'I-Z' is not among the labels trained on (B-X, O)"):
+        benchmarks.task_splits("ner", tmp_path)
+    write(tmp_path / "dev.tsv", "a\tB-X\n")
     splits = benchmarks.task_splits("ner", tmp_path)
+    splits["dev"] = [benchmarks.NerSentence(["a", "b", "c"], ["B-Y", "I-Z", "B-X"])]
     labels = benchmarks.label_list(splits["train"])
     assert labels == ["O", "B-X"]
     with pytest.raises(InputError, match=r"^where: label\(s\) B-Y, I-Z not among the training labels \(O, B-X\)$"):

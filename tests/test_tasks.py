@@ -507,7 +507,7 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
         if case in said:
             assert result.stderr.startswith(f"error: {said[case]}"), (said[case], result.stderr)
         if case[-1] == other:  # the unknown tag is named with its file and line
-            assert f"{other}:1: tag 'B-Chemical' is not among the model's labels" in result.stderr
+            assert f"{other}:1: tag 'B-Chemical' is not among the labels trained on" in result.stderr
         run = next((path for path in case if path in inside), None)
         if run is not None:
             assert result.stderr == f"error: {run}: a run folder, not a model directory: the model in it is " \
