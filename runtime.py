@@ -357,7 +357,7 @@ class StopOnSignal:
         for number in self.SIGNALS:
             signal.signal(number, signal.SIG_DFL)
         print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
-              "(Ctrl-C again to stop at once, without saving)", file=sys.stderr, flush=True)
+              "(Ctrl-C or the signal again stops at once, without saving)", file=sys.stderr, flush=True)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
