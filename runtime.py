@@ -356,8 +356,9 @@ class StopOnSignal:
         self.requested = signum
         for number in self.SIGNALS:
             signal.signal(number, signal.SIG_DFL)
-        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
-              "(Ctrl-C or the signal again stops at once, without saving)", file=sys.stderr, flush=True)
+        again = "Ctrl-C again" if signum == signal.SIGINT else "another SIGTERM, or a Ctrl-C,"
+        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint ({again} stops "
+              "at once, without saving)", file=sys.stderr, flush=True)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
