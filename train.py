@@ -182,13 +182,16 @@ def resolve_config(args):
     if config.max_length > table:
         raise InputError(f"--max-length {config.max_length}: longer than the position table of --preset "
                          f"{args.preset} ({table})")
+    if (getattr(args, "max_predictions", None) or 0) > config.max_length:
+        raise InputError(f"--max-predictions {args.max_predictions}: more masked slots than --max-length "
+                         f"{config.max_length} tokens")
     slots = getattr(args, "max_predictions", None) or int((config.mask_prob + 0.005) * config.max_length)
     if slots < 1:  # ELECTRA masks int((mask_prob + 0.005) x length) slots: a length that gives none trains nothing
         raise InputError(f"--max-length {config.max_length}: no masked token at --mask-prob {config.mask_prob} "
                          f"(use at least {math.ceil(1 / (config.mask_prob + 0.005))})")
     if args.objective == "mlm":  # BERT-style: the one network is the generator-sized-as-discriminator encoder
-        unused = [flag for flag in ("generator_size", "disc_weight", "disc_prior_bias") if getattr(args, flag, None)
-                  is not None]
+        unused = [flag for flag in ("generator_size", "gen_weight", "disc_weight", "disc_prior_bias")
+                  if getattr(args, flag, None) is not None]
         if unused:
             raise InputError(f"--{unused[0].replace('_', '-')}: has no effect with --objective mlm (no discriminator, "
                              "no separate generator)")
@@ -478,6 +481,9 @@ def check_out(path, folder):
     blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
     if blocking is not None:
         raise InputError(f"{path}: cannot be made: {blocking} is a file, not a folder")
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot be written: {existing} is not writable (read-only or not yours)")
     if folder and path.exists() and not path.is_dir():
         raise InputError(f"{path}: exists and is not a folder (--out names a folder)")
     if not folder and path.is_dir():
@@ -667,6 +673,7 @@ positive_float = _ranged(float, lambda v: v > 0, lambda v: True, "a number > 0")
 non_negative_float = _ranged(float, lambda v: v >= 0, lambda v: True, "a number >= 0")
 probability_open = _ranged(float, lambda v: v > 0, lambda v: v < 1, "a number in (0, 1), both ends excluded")
 fraction_below_one = _ranged(float, lambda v: v >= 0, lambda v: v < 1, "a number in [0, 1)")
+fraction_up_to_one = _ranged(float, lambda v: v > 0, lambda v: v <= 1, "a number in (0, 1]")
 # at least [CLS] a token [SEP] plus ELECTRA's random shorter targets (randint(5, max_length)); at most the positions
 sequence_length = _ranged(int, lambda v: v >= 5, lambda v: v <= MAX_POSITIONS, f"5 to {MAX_POSITIONS}, the "
                           "position table's size")
@@ -675,6 +682,7 @@ vocab_size = _ranged(int, lambda v: v > len(SPECIAL_TOKENS), lambda v: True, f"m
 for _name, _parse in [("positive_int", positive_int), ("non_negative_int", non_negative_int),
                       ("positive_float", positive_float), ("non_negative_float", non_negative_float),
                       ("probability_open", probability_open), ("fraction_below_one", fraction_below_one),
+                      ("fraction_up_to_one", fraction_up_to_one),
                       ("sequence_length", sequence_length), ("vocab_size", vocab_size)]:
     _parse.__name__ = _name  # argparse names the type in its messages
 
@@ -743,7 +751,8 @@ def build_parser():
     p.add_argument("--learning-rate", type=positive_float, **number, help="peak learning rate (base 2e-4, small 5e-4)")
     p.add_argument("--batch-size", type=positive_int, **number, help="sequences per optimizer step (base 256, small 128)")
     p.add_argument("--accumulation-steps", type=positive_int, **number, help="split each batch into this many "
-                   "forward/backward passes (same result, less memory; default 1)")
+                   "forward/backward passes (less memory; the same as that many torchrun processes, not as one pass: "
+                   "each micro-batch draws its own masks; default 1)")
     p.add_argument("--max-length", type=sequence_length, **number, help="tokens per sequence (base 512, small 128)")
     p.add_argument("--train-steps", type=positive_int, **number, help="optimizer steps; the learning rate decays to 0 at the "
                    "last one (base/small 1,000,000)")
@@ -755,7 +764,7 @@ def build_parser():
     p.add_argument("--adam-epsilon", type=positive_float, **number, help="Adam epsilon (default 1e-6)")
     p.add_argument("--clip-norm", type=positive_float, **number, help="global gradient-norm clip (default 1.0)")
     p.add_argument("--mask-prob", type=probability_open, **number, help="share of tokens masked (default 0.15; large 0.25)")
-    p.add_argument("--generator-size", type=positive_float, default=None, help="generator hidden size as a fraction of the "
+    p.add_argument("--generator-size", type=fraction_up_to_one, default=None, help="generator hidden size as a fraction of the "
                    "discriminator's (default: the preset's, base 1/3, small 1/4)")
     p.add_argument("--gen-weight", type=non_negative_float, default=None, help="weight of the generator MLM loss (default 1)")
     p.add_argument("--disc-weight", type=non_negative_float, default=None, help="weight of the discriminator loss (default 50)")
@@ -939,6 +948,11 @@ def main(argv=None):
             return args.run(args) or 0  # a stopped pre-training run returns 130 / 143
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the file system refused (disk full, permissions): the path, not a traceback
+        if error.filename is None:
+            raise
+        print(f"error: {error.filename}: {error.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (building the vocabulary or shards)
         print("error: interrupted; nothing half-written is trusted by the next run", file=sys.stderr)

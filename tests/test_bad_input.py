@@ -85,7 +85,7 @@ FLAG_CASES = [  # (command, flag, value): each outside the flag's allowed range,
     *[("pretrain", flag, "-1") for flag in ("--warmup-steps", "--weight-decay", "--seed", "--gen-weight",
                                             "--disc-weight")],
     ("pretrain", "--adam-beta1", "1"), ("pretrain", "--adam-beta2", "-0.5"), ("pretrain", "--adam-epsilon", "0"),
-    ("pretrain", "--clip-norm", "0"), ("pretrain", "--generator-size", "0"), ("pretrain", "--max-predictions", "0"),
+    ("pretrain", "--clip-norm", "0"), ("pretrain", "--generator-size", "0"), ("pretrain", "--generator-size", "3"), ("pretrain", "--max-predictions", "0"),
     *[("pretrain", "--vocab-size", value) for value in ("0", "5", "-3")],
     *[("prepare", "--max-length", value) for value in ("3", "513")], ("prepare", "--processes", "0"),
     *[("vocab", "--vocab-size", value) for value in ("0", "2")],
@@ -109,6 +109,7 @@ def test_a_flag_another_command_takes_points_at_this_commands_help(tmp_path, cap
 
 
 CROSS_FLAG_CASES = [  # valid one by one, wrong together: found before anything is read or written
+    (["--max-length", "64", "--max-predictions", "65"], "--max-predictions 65"),
     (["--batch-size", "10", "--accumulation-steps", "3"], "--batch-size 10"),
     (["--max-length", "5", "--mask-prob", "0.1"], "--max-length 5"),
 ]
@@ -450,6 +451,15 @@ def test_an_out_path_of_the_wrong_kind(command, kind, good_text, scivocab, tmp_p
         assert (out.read_text() == "keep me\n") if kind == "file" else not list(out.iterdir())
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where nothing can be made")
+def test_a_file_system_that_refuses_the_output_is_one_line(good_text, capsys):
+    """The OS refuses what --out asks for (here /proc, where no folder can be made; a read-only or full disk alike):
+    one line with the path and the reason, exit 2, not a traceback."""
+    line = assert_one_line_error(run(capsys, "vocab", "--corpus", good_text, "--out", "/proc/electramed/vocab.txt",
+                                     "--vocab-size", "300"), "/proc/electramed")
+    assert line == "error: /proc/electramed: No such file or directory"
+
+
 @pytest.mark.parametrize("command", ["pretrain", "finetune", "reproduce"])
 def test_a_second_run_into_a_folder_in_use_is_refused(command, good_text, tmp_path, capsys):
     """Two runs started into one --out at once (the second while the first still builds its vocabulary: no checkpoint
@@ -677,7 +687,8 @@ def test_resume_past_the_last_step_is_refused_and_a_long_warm_up_is_noted(traine
     assert code == 0 and "--warmup-steps" not in stdout
 
 
-@pytest.mark.parametrize("flag", [["--generator-size", "0.5"], ["--disc-weight", "10"], ["--disc-prior-bias"]])
+@pytest.mark.parametrize("flag", [["--generator-size", "0.5"], ["--gen-weight", "3"], ["--disc-weight", "10"],
+                                  ["--disc-prior-bias"]])
 def test_discriminator_and_generator_flags_are_refused_with_the_mlm_objective(flag, shards, scivocab, tmp_path,
                                                                              capsys):
     line = assert_one_line_error(run(capsys, *run_args(tmp_path / "run", scivocab, shards, "--objective", "mlm", *flag)),
