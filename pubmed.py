@@ -67,17 +67,16 @@ def citations(path):
                     continue
                 if element.tag == "PubmedArticle":
                     citation = element.find("MedlineCitation")
-                    pmid = citation.findtext("PMID") if citation is not None else None
-                    if not pmid or not pmid.strip().isdigit():
-                        raise InputError(f"{path}: a <PubmedArticle> without a numeric <MedlineCitation><PMID>")
+                    pmid = _pmid(citation.findtext("PMID") if citation is not None else None, path,
+                                 "<PubmedArticle> without a numeric <MedlineCitation><PMID>")
                     article = citation.find("Article")
                     title = _text(article.find("ArticleTitle")) if article is not None else ""
                     sections = [_text(part) for part in citation.iterfind("Article/Abstract/AbstractText")]
-                    yield int(pmid), title, [s for s in sections if s]
+                    yield pmid, title, [s for s in sections if s]
                     root.clear()  # drop the citations read so far: memory stays flat
                 elif element.tag == "DeleteCitation":
                     for pmid in element.iterfind("PMID"):
-                        yield int(pmid.text), None, None
+                        yield _pmid(pmid.text, path, "<DeleteCitation> with a PMID that is not a number"), None, None
                     root.clear()
     except ET.ParseError as error:
         line, column = error.position
@@ -255,6 +254,19 @@ def build_corpus(sources, out, processes=2, download_dir="pubmed-baseline"):
         shutil.rmtree(parts_dir, ignore_errors=True)
         out.with_name(out.name + ".partial").unlink(missing_ok=True)
     return summary
+
+
+MAX_PMID = 10 ** 9  # PubMed's PMIDs have 8 digits (about 40 million in 2025); merge_parts sizes a table by the largest
+
+
+def _pmid(text, path, what):
+    """A PMID as an int, or a one-line error naming the file: `what` when it is not a number."""
+    text = (text or "").strip()
+    if not text.isdigit():
+        raise InputError(f"{path}: a {what}: {text[:20]!r}")
+    if int(text) >= MAX_PMID:
+        raise InputError(f"{path}: PMID {text} is not a PubMed PMID (they stay below {MAX_PMID:,})")
+    return int(text)
 
 
 def merge_parts(tasks, results, out):

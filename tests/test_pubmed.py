@@ -126,6 +126,17 @@ def test_the_cli_prints_a_summary_and_a_malformed_file_is_one_line_exit_2_with_n
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == \
         f"error: {page}: no <PubmedArticle> or <DeleteCitation> in it (not a PubMed baseline or update XML file)"
     assert not out2.exists() and not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*parts"))
+    # PMIDs that are not PubMed's: a deletion of "abc" (was a ValueError traceback), 14 digits (merge_parts sized a
+    # table by it: a 364 TiB allocation)
+    xml_file(tmp_path / "pubmed25n0005.xml", article(7, "T."), deleted=["abc"])
+    xml_file(tmp_path / "pubmed25n0006.xml", article(99999999999999, "T.", "A."))
+    for name, said in (("pubmed25n0005.xml", "<DeleteCitation> with a PMID that is not a number: 'abc'"),
+                       ("pubmed25n0006.xml", "PMID 99999999999999 is not a PubMed PMID")):
+        for processes in ("1", "2"):
+            done = cli("corpus", "--pubmed", baseline[0], tmp_path / name, "--out", out2, "--processes", processes)
+            assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+            assert done.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / name}: ")
+            assert said in done.stderr and not out2.exists()
 
 
 def test_a_truncated_gzip_file_is_an_error_naming_it(tmp_path):
