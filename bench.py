@@ -29,10 +29,15 @@ def bench_tokenizer(args):
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertTokenizerLegacy
 
-    from tokenizer import WordPieceTokenizer
+    from tokenizer import InputError, WordPieceTokenizer
 
-    with open(args.text, encoding="utf-8") as file:
-        lines = [line.rstrip("\n") for line in file if line.strip()]
+    try:
+        with open(args.text, encoding="utf-8") as file:
+            lines = [line.rstrip("\n") for line in file if line.strip()]
+    except UnicodeDecodeError as error:
+        raise InputError(f"{args.text}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+    if not lines:
+        raise InputError(f"{args.text}: no text to tokenize")
     megabytes = sum(len(line.encode("utf-8")) for line in lines) / 1e6
     legacy = BertTokenizerLegacy(args.vocab, do_lower_case=True)
     rust = BertWordPieceTokenizer(args.vocab, lowercase=True)
@@ -531,7 +536,11 @@ def main(argv=None):
     # train.py's flag types and help layout (ranges named in one line, every default shown), and its error line
     from electramed import PRESETS
     from tokenizer import InputError, read_vocab
-    from train import ArgumentParser, non_negative_int, positive_int, sequence_length
+    from train import ArgumentParser, _ranged, non_negative_int, positive_int, sequence_length
+
+    # the batches draw ordinary tokens from above [MASK] (id 103): at least one must exist
+    bench_vocab_size = _ranged(int, lambda v: v > 104, lambda v: True, "a whole number > 104 (ids above [MASK], 103)")
+    bench_vocab_size.__name__ = "vocab_size"
 
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -559,7 +568,7 @@ def main(argv=None):
                          "cores)")
         sub.add_argument("--rounds", type=positive_int, default=2, help="alternating runs of each side; the fastest is "
                          "kept")
-        sub.add_argument("--vocab-size", type=positive_int, default=31090, help="vocabulary size (default 31,090: "
+        sub.add_argument("--vocab-size", type=bench_vocab_size, default=31090, help="vocabulary size (default 31,090: "
                          "SciVocab's)")
         sub.add_argument("--side", choices=sides, help=argparse.SUPPRESS)  # internal: one child run
 

@@ -30,7 +30,8 @@ def test_bench_finetune_runs_both_sides_and_profiles_them(capsys):
     (["pretrain", "--preset", "nope"], "argument --preset: invalid choice: 'nope'"),
     (["faults", "--steps", "0"], "argument --steps: 0 is out of range"),
     (["tokenizer", "--vocab", "/no/such/vocab.txt", "--text", "README.md"], "/no/such/vocab.txt: vocabulary file not"),
-    (["prepare", "--vocab", "README.md", "--corpus", "README.md"], "README.md:")])
+    (["prepare", "--vocab", "README.md", "--corpus", "README.md"], "README.md:"),
+    (["pretrain", "--preset", "tiny", "--vocab-size", "104"], "argument --vocab-size: 104 is out of range")])
 def test_bad_flags_and_files_are_one_line_and_exit_2(argv, said, capsys):
     try:
         code = bench.main(argv)
@@ -53,3 +54,11 @@ def test_bench_faults_runs_real_steps_with_and_without_the_setting(capsys):
     pattern = r"minor page faults in 2 tiny steps \([\d,]+ per step\), kernel time [\d,]+ ms per step, step [\d,]+ ms$"
     assert [line.split()[0] for line in lines] == ["glibc", "keep_freed_memory"]
     assert all(re.search(pattern, line) for line in lines), lines
+
+
+@pytest.mark.parametrize("content, said", [(b"ab\xed\xa0cd\n", "not UTF-8 text (byte 2"), (b"\n \n", "no text to tokenize")])
+def test_bench_tokenizer_text_that_is_not_text(content, said, scivocab, tmp_path, capsys):
+    (tmp_path / "text").write_bytes(content)
+    assert bench.main(["tokenizer", "--vocab", str(scivocab), "--text", str(tmp_path / "text")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'text'}: {said}") and err.count("\n") == 1, err
