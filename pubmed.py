@@ -171,8 +171,10 @@ def input_files(sources):
             if not found:
                 raise InputError(f"{source}: no .xml or .xml.gz files")
             expanded += map(str, found)
-        else:
+        elif urllib.parse.urlparse(str(source)).scheme in ("http", "https", "ftp", "file") or Path(source).is_file():
             expanded.append(str(source))
+        else:  # now, not after hours of converting the files before it
+            raise InputError(f"{source}: no such file")
     return expanded
 
 

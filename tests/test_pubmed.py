@@ -126,6 +126,9 @@ def test_the_cli_prints_a_summary_and_a_malformed_file_is_one_line_exit_2_with_n
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == \
         f"error: {page}: no <PubmedArticle> or <DeleteCitation> in it (not a PubMed baseline or update XML file)"
     assert not out2.exists() and not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*parts"))
+    # a missing input is named before any file is converted
+    done = cli("corpus", "--pubmed", baseline[0], tmp_path / "missing.xml", "--out", out2, "--processes", 1)
+    assert done.returncode == 2 and done.stderr == f"error: {tmp_path / 'missing.xml'}: no such file\n"
     # PMIDs that are not PubMed's: a deletion of "abc" (was a ValueError traceback), 14 digits (merge_parts sized a
     # table by it: a 364 TiB allocation)
     xml_file(tmp_path / "pubmed25n0005.xml", article(7, "T."), deleted=["abc"])
