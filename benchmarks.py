@@ -482,8 +482,9 @@ def task_splits(task, data_dir):
     """{"train", "dev", "test"} example lists of a benchmark folder, for task "ner" or "re".
 
     NER: train/dev/test with .txt or .tsv. RE: train/dev/test with .csv, .tsv or .txt. Dev/test labels must occur in
-    train (an error names the file and line). DDI-2013 (a folder with dev.csv, test.csv and original/DDICorpus, but no train file): train is built from the
-    XML Train folder minus the sentences of dev.csv (`ddi_train_without_dev`); dev and test are BLUE's files.
+    train (an error names the file and line). DDI-2013 (a folder with dev.csv, test.csv and original/DDICorpus, but
+    no train file): train is built from the XML Train folder minus the sentences of dev.csv
+    (`ddi_train_without_dev`); dev and test are BLUE's files.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():

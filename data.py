@@ -38,10 +38,11 @@ PUBTATOR_ANNOTATION = re.compile(r"^(\d+)\t[^\t]*\t[^\t]*\t")  # PMID<TAB>start<
 TAG = re.compile(r"O|[BIES]-\S+")  # the tag column of a token<TAB>tag file
 # A sentence ends at . ? or ! followed by space and a capital letter (or a bracket and a capital): "Fig. 2" and
 # "e.g. in" stay whole, and so do the titles and references that a capital follows: "Dr. Smith", "St. John's wort",
-# "Fig. S1" (one look-behind per length: `re` needs fixed widths; "et al. The" stays a sentence end). Used only where a whole abstract or paragraph sits on one line or in one string (PubTator,
-# PubMedQA, plain-text files of layout "paragraphs"): ELECTRA's builder takes a line as one sentence and drops what
-# overflows an example, so a 300-token abstract on one line would lose most of its text at max length 128. Plain
-# text in the BlueBERT layout is one sentence per line, and each line stays one sentence, as in the official builder.
+# "Fig. S1" (one look-behind per length: `re` needs fixed widths; "et al. The" stays a sentence end). Used only where
+# a whole abstract or paragraph sits on one line or in one string (PubTator, PubMedQA, plain-text files of layout
+# "paragraphs"): ELECTRA's builder takes a line as one sentence and drops what overflows an example, so a 300-token
+# abstract on one line would lose most of its text at max length 128. Plain text in the BlueBERT layout is one
+# sentence per line, and each line stays one sentence, as in the official builder.
 SENTENCE_END = re.compile(r"(?<=[.?!])(?<!\b(?:Dr|Mr|Ms|St|vs|cf)\.)(?<!\b(?:Mrs|Fig|Ref)\.)(?<!\b(?:Prof|Figs|Refs)\.)"
                           r"\s+(?=[(\[]?[A-Z])")
 UNIT_BYTES = 4 << 20  # corpus bytes per shard: small enough for a useful progress bar, big enough for few files

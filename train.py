@@ -189,7 +189,7 @@ def resolve_config(args):
     if slots < 1:  # ELECTRA masks int((mask_prob + 0.005) x length) slots: a length that gives none trains nothing
         raise InputError(f"--max-length {config.max_length}: no masked token at --mask-prob {config.mask_prob} "
                          f"(use at least {math.ceil(1 / (config.mask_prob + 0.005))})")
-    if args.objective == "mlm":  # BERT-style: the one network is the generator-sized-as-discriminator encoder
+    if args.objective == "mlm":  # BERT-style: one discriminator-sized encoder trained on the MLM loss alone
         unused = [flag for flag in ("generator_size", "gen_weight", "disc_weight", "disc_prior_bias")
                   if getattr(args, flag, None) is not None]
         if unused:
