@@ -566,7 +566,7 @@ def export(args):
     if vocab and len(read_vocab(vocab)) != config.vocab_size:
         raise InputError(f"{vocab}: {len(read_vocab(vocab))} tokens, but the checkpoint's embeddings have "
                          f"{config.vocab_size} rows (pass the vocabulary it was trained with)")
-    if vocab and trained_with and data.file_digest(vocab) != trained_with:
+    if args.vocab and trained_with and data.file_digest(vocab) != trained_with:  # the run's own was matched above
         raise InputError(f"{vocab}: not the vocabulary {args.checkpoint} was trained with (its digest differs from "
                          "the checkpoint's record)")
     save_pretrained(model, args.out, vocab_path=vocab)
