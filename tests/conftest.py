@@ -3,6 +3,10 @@
 The real benchmark data lives outside the repository (never copy it in). Tests find it through the environment variable
 ELECTRAMED_DATA (default ../shared/data, beside the checkout). A test that needs it skips with a clear reason when it is
 absent, except under CI=true, where a missing data folder is a failure: CI must exercise the real data.
+
+The same rule keeps `pytest` around two minutes here: the end-to-end runs marked `slow` (the quick start as written, XLA,
+torchrun, the benchmarks, a killed process resumed; 10-45 s each) skip with that reason unless `--slow` is given or
+CI=true, and mutation testing passes --slow (pyproject.toml), so CI and mutmut run every test.
 """
 import gc
 import io
@@ -68,6 +72,11 @@ def cli(capsys, monkeypatch):
     return run
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run the end-to-end tests marked slow (always run under CI=true)")
+
+
 # --------------------------------------------------------- mutation testing (python -m mutmut run, README "Testing")
 # mutmut runs each mutant's tests with -x in a child of its fork server, with MUTANT_UNDER_TEST set. Two things its fork
 # runner does and its fork-server runner (ours: torch is not fork-safe) does not, as of mutmut 3.8.1, done here instead:
@@ -79,6 +88,11 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    if not (config.getoption("--slow") or os.environ.get("CI") == "true"):
+        skip = pytest.mark.skip(reason="slow end-to-end run: `pytest --slow` runs it (and CI=true does)")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
     # fastest tests first, by mutmut's own timings, so that -x stops at the first cheap test that kills the mutant;
     # handed over in set order, the 10-30 s torchrun test often ran first (10 of 21 linear_schedule mutants took ~30 s)
     stats = Path("mutmut-stats.json")

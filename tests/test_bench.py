@@ -7,6 +7,7 @@ import pytest
 import bench
 
 
+@pytest.mark.slow
 def test_bench_finetune_runs_both_sides_and_profiles_them(capsys):
     bench.main(["finetune", "--preset", "tiny", "--vocab-size", "300", "--batch", "2", "--seq", "16", "--steps", "2",
                 "--warmup", "1", "--rounds", "1", "--threads", "1", "--profile", "6"])
@@ -41,12 +42,14 @@ def test_bad_flags_and_files_are_one_line_and_exit_2(argv, said, capsys):
     assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {said}"), err
 
 
+@pytest.mark.slow
 def test_bench_pretrain_runs_both_sides(capsys):
     bench.main(["pretrain", "--preset", "tiny", "--vocab-size", "300", "--batch", "2", "--seq", "16", "--steps", "1",
                 "--warmup", "1", "--rounds", "1", "--threads", "1"])
     assert re.search(r"ours / transformers: tokens/s x\d+\.\d\d, peak RSS x\d+\.\d\d", capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_bench_faults_runs_real_steps_with_and_without_the_setting(capsys):
     bench.main(["faults", "--preset", "tiny", "--batch", "2", "--seq", "16", "--steps", "2", "--warmup", "1",
                 "--threads", "1"])

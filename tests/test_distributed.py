@@ -65,6 +65,7 @@ def run_together(commands):
     return [stdout + stderr for stdout, stderr in results]
 
 
+@pytest.mark.slow
 @needs_xla
 def test_xla_learns_stops_compiling_spmd_equals_one_device_and_checkpoints_cross_devices(scivocab, shards, tmp_path):
     # A learning rate high enough that after 6 steps the generator is clearly past its initial loss (10.3 -> 9.3): a
@@ -137,6 +138,7 @@ def test_xla_learns_stops_compiling_spmd_equals_one_device_and_checkpoints_cross
     assert abs(on_cpu[0]["gen_loss"] - single[3]["gen_loss"]) < progress / 2
 
 
+@pytest.mark.slow
 def test_torchrun_two_gloo_processes_equal_one_process_with_the_same_global_batch(scivocab, shards, tmp_path):
     """2 processes x 1 micro-batch of 8 == 1 process x 2 accumulated micro-batches of 8: the same 16 rows, the same
     per-micro-batch seeds (train.step_seed), the same mean of the two gradients. The two processes are stopped by

@@ -153,6 +153,7 @@ sys.exit(train.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_an_uninterrupted_run(scivocab, shards, tmp_path):
     steps = ["--train-steps", "30", "--log-every", "1", "--save-every", "10"]
     assert train.main(run_args(tmp_path / "whole", scivocab, shards, *steps)) == 0

@@ -81,6 +81,7 @@ def quick_start(tmp_path_factory):
     return clone, env, results
 
 
+@pytest.mark.slow
 def test_the_quick_start_runs_as_written_in_a_fresh_clone_without_data(quick_start):
     clone, _, results = quick_start
     assert [line for line, _, _ in results if "pretrain" in line], "the quick start has no pretrain line"
@@ -99,6 +100,7 @@ def test_the_quick_start_runs_as_written_in_a_fresh_clone_without_data(quick_sta
     assert printed[-1].startswith("done: ") and (model_dir / "discriminator" / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_the_readme_python_blocks_run_as_written(quick_start):
     clone, env, results = quick_start
     assert all(done.returncode == 0 for _, done, _ in results), "the quick start failed: see the test above"
@@ -148,6 +150,24 @@ def test_mutmut_command_names_functions_that_exist():
         assert any(fnmatch.fnmatchcase(f"{name}__mutmut_1", pattern) for name in names), f"{module}.{pattern}"
 
 
+def test_slow_tests_skip_with_their_reason_unless_slow_is_given_or_ci_is_true(pytester, monkeypatch):
+    """tests/conftest.py: `pytest` skips what is marked slow, saying how to run it; `pytest --slow` and CI=true run it
+    (were CI to skip them, the quick start and the XLA, torchrun and benchmark runs would never be checked).
+    Checked in a throwaway project that uses that conftest (pytester, in this process)."""
+    pytester.makeconftest((REPO / "tests" / "conftest.py").read_text(encoding="utf-8"))
+    pytester.makepyfile(test_marks="import pytest\n\n@pytest.mark.slow\ndef test_end_to_end(): pass\n\n"
+                                   "def test_unit(): pass\n")
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # the installed plugins take 1 s a run to load
+    run = pytester.runpytest("-rs", "-p", "no:cacheprovider")
+    run.assert_outcomes(passed=1, skipped=1)
+    run.stdout.fnmatch_lines(["*test_marks.py:3: slow end-to-end run: `pytest --slow` runs it (and CI=true does)"])
+    pytester.runpytest("--slow", "-p", "no:cacheprovider").assert_outcomes(passed=2)
+    monkeypatch.setenv("CI", "true")
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+@pytest.mark.slow
 def test_mutant_runs_take_the_fastest_tests_first_with_the_inherited_heap_frozen(tmp_path):
     """tests/conftest.py, under mutmut (MUTANT_UNDER_TEST set): a mutant's tests run in the order of mutmut's recorded
     durations, whatever order they were named in, and the garbage collector's inherited heap is frozen; an ordinary

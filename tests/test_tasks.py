@@ -543,6 +543,7 @@ def test_predict_reads_stdin_as_strictly_as_a_file(tmp_path, tiny_init, monkeypa
 
 @pytest.mark.skipif(importlib.util.find_spec("torch_xla") is None and os.environ.get("CI") != "true",
                     reason="torch_xla is not installed (pip install -e '.[xla]')")
+@pytest.mark.slow
 def test_finetuning_on_xla_computes_what_cpu_computes(cli, tmp_path, data_dir, tiny_init):
     """Without dropout nothing is drawn at random after the head's initialisation (on the host, from the seed), so
     fine-tuning on the XLA CPU device (batches padded to --max-length, one compiled program per batch shape) trains
