@@ -536,11 +536,11 @@ def main(argv=None):
     # train.py's flag types and help layout (ranges named in one line, every default shown), and its error line
     from electramed import PRESETS, preset
     from tokenizer import InputError, read_vocab
-    from train import ArgumentParser, _ranged, non_negative_int, positive_int, sequence_length
+    from train import ArgumentParser, ranged, non_negative_int, positive_int, sequence_length
 
     # the batches draw ordinary tokens from above [MASK]: at least one must exist
     mask_id = preset("small").mask_id  # the same in every preset
-    bench_vocab_size = _ranged(int, lambda v: v > mask_id + 1, lambda v: True,
+    bench_vocab_size = ranged(int, lambda v: v > mask_id + 1, lambda v: True,
                                f"a whole number > {mask_id + 1} (ids above [MASK], {mask_id})")
     bench_vocab_size.__name__ = "vocab_size"
 

@@ -313,9 +313,14 @@ def _documents(part):
                 lines = []
 
 
+def _counted(count, noun):
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 def corpus_command(args):
     summary = build_corpus(args.pubmed, args.out, args.processes, args.download_dir)
-    print(f"pubmed: {summary['files']} files, {summary['citations_read']:,} citations read, {summary['citations']:,} "
-          f"after PubMed's updates and {summary['deleted']:,} deletions; {summary['abstracts']:,} abstracts written, "
-          f"{summary['without_abstract']:,} citations without an abstract skipped; {summary['sentences']:,} "
-          f"sentences, {summary['bytes']:,} bytes -> {args.out}")
+    print(f"pubmed: {_counted(summary['files'], 'file')}, {_counted(summary['citations_read'], 'citation')} read, "
+          f"{summary['citations']:,} after PubMed's updates and {_counted(summary['deleted'], 'deletion')}; "
+          f"{_counted(summary['abstracts'], 'abstract')} written, {_counted(summary['without_abstract'], 'citation')} "
+          f"without an abstract skipped; {_counted(summary['sentences'], 'sentence')}, "
+          f"{_counted(summary['bytes'], 'byte')} -> {args.out}")

@@ -658,7 +658,8 @@ def _parse_number(text, kind):
     return value
 
 
-def _ranged(kind, low, high, allowed):
+def ranged(kind, low, high, allowed):
+    """An argparse type: a number of `kind` that passes both `low` and `high`, else the error names what is allowed."""
     def parse(text):
         value = _parse_number(text, kind)
         if not low(value) or not high(value):
@@ -667,17 +668,17 @@ def _ranged(kind, low, high, allowed):
     return parse
 
 
-positive_int = _ranged(int, lambda v: v >= 1, lambda v: True, "a whole number >= 1")
-non_negative_int = _ranged(int, lambda v: v >= 0, lambda v: True, "a whole number >= 0")
-positive_float = _ranged(float, lambda v: v > 0, lambda v: True, "a number > 0")
-non_negative_float = _ranged(float, lambda v: v >= 0, lambda v: True, "a number >= 0")
-probability_open = _ranged(float, lambda v: v > 0, lambda v: v < 1, "a number in (0, 1), both ends excluded")
-fraction_below_one = _ranged(float, lambda v: v >= 0, lambda v: v < 1, "a number in [0, 1)")
-fraction_up_to_one = _ranged(float, lambda v: v > 0, lambda v: v <= 1, "a number in (0, 1]")
+positive_int = ranged(int, lambda v: v >= 1, lambda v: True, "a whole number >= 1")
+non_negative_int = ranged(int, lambda v: v >= 0, lambda v: True, "a whole number >= 0")
+positive_float = ranged(float, lambda v: v > 0, lambda v: True, "a number > 0")
+non_negative_float = ranged(float, lambda v: v >= 0, lambda v: True, "a number >= 0")
+probability_open = ranged(float, lambda v: v > 0, lambda v: v < 1, "a number in (0, 1), both ends excluded")
+fraction_below_one = ranged(float, lambda v: v >= 0, lambda v: v < 1, "a number in [0, 1)")
+fraction_up_to_one = ranged(float, lambda v: v > 0, lambda v: v <= 1, "a number in (0, 1]")
 # at least [CLS] a token [SEP] plus ELECTRA's random shorter targets (randint(5, max_length)); at most the positions
-sequence_length = _ranged(int, lambda v: v >= 5, lambda v: v <= MAX_POSITIONS, f"5 to {MAX_POSITIONS}, the "
+sequence_length = ranged(int, lambda v: v >= 5, lambda v: v <= MAX_POSITIONS, f"5 to {MAX_POSITIONS}, the "
                           "position table's size")
-vocab_size = _ranged(int, lambda v: v > len(SPECIAL_TOKENS), lambda v: True, f"more than the {len(SPECIAL_TOKENS)} "
+vocab_size = ranged(int, lambda v: v > len(SPECIAL_TOKENS), lambda v: True, f"more than the {len(SPECIAL_TOKENS)} "
                      "special tokens (and at least the corpus's characters)")
 for _name, _parse in [("positive_int", positive_int), ("non_negative_int", non_negative_int),
                       ("positive_float", positive_float), ("non_negative_float", non_negative_float),

@@ -106,8 +106,8 @@ def test_the_cli_prints_a_summary_and_a_malformed_file_is_one_line_exit_2_with_n
     done = cli("corpus", "--pubmed", *baseline, "--out", out, "--processes", 1)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == (
-        f"pubmed: 2 files, 7 citations read, 5 after PubMed's updates and 1 deletions; 4 abstracts written, "
-        f"1 citations without an abstract skipped; 11 sentences, {out.stat().st_size:,} bytes -> {out}")
+        f"pubmed: 2 files, 7 citations read, 5 after PubMed's updates and 1 deletion; 4 abstracts written, "
+        f"1 citation without an abstract skipped; 11 sentences, {out.stat().st_size:,} bytes -> {out}")
     assert "citations" in done.stderr  # the progress bar counts citations
 
     broken = tmp_path / "pubmed25n0003.xml"
