@@ -144,11 +144,12 @@ def print_ratios(results):
 def bench_pretrain(args):
     """One full ELECTRA pre-training step -- generator and discriminator forward, backward, gradient clipping, the
     optimizer. Ours is exactly what `train.py pretrain` runs: train.train_step with ELECTRA's optimizer
-    (runtime.AdamWeightDecay, multi-tensor). The peer is the same step built from transformers' ElectraForMaskedLM +
-    ElectraForPreTraining (embeddings shared and the LM head re-tied, generator logits only at the masked slots: its
-    strongest use) with the fastest optimizer torch has on CPU, fused AdamW. Both sides share electramed's masking,
-    sampling and loss functions, so the networks and the optimizers differ. Each side runs in its own
-    subprocess (same threads; the same allocator setting, runtime.keep_freed_memory) so that its peak RSS is its own.
+    (runtime.AdamWeightDecay: torch's fused AdamW kernel with its bias corrections off, on CPU). The peer is the same
+    step built from transformers' ElectraForMaskedLM + ElectraForPreTraining (embeddings shared and the LM head re-tied,
+    generator logits only at the masked slots: its strongest use) with the fastest optimizer torch has on CPU, fused
+    AdamW. Both sides share electramed's masking, sampling and loss functions, so the networks and the optimizers
+    differ. Each side runs in its own subprocess (same threads; the same allocator setting, runtime.keep_freed_memory)
+    so that its peak RSS is its own.
 
     FLOPs are counted analytically: the matmuls of both networks' forward (2 per multiply-add: Q/K/V, attention
     output, FFN, the two attention products, embedding projections, heads; the generator head at the slots only),
@@ -340,9 +341,9 @@ def bench_finetune(args):
     0.9/0.999, eps 1e-6, layer-wise decay 0.8, weight decay 0, dropout 0.1). The peer: transformers'
     ElectraForTokenClassification (sdpa attention, the same sizes and dropout, its own loss on the same labels) with
     torch's fused AdamW at the same lr, betas, eps and per-layer lr scales (tasks.layer_depth), weight decay 0: the
-    optimizers differ only in ELECTRA's missing bias correction. Labels as benchmarks.ner_features makes them: a tag on
-    the first piece of each word, -100 on the other pieces and on [CLS]/[SEP]. Each side in its own process, as
-    `bench pretrain`."""
+    optimizers differ only in ELECTRA's missing bias correction (ours is the same fused kernel, runtime.fused_update).
+    Labels as benchmarks.ner_features makes them: a tag on the first piece of each word, -100 on the other pieces and on
+    [CLS]/[SEP]. Each side in its own process, as `bench pretrain`."""
     import json
     import os
     import statistics

@@ -45,7 +45,11 @@ def test_learning_rate_schedule_is_electras():
     assert train.learning_rate_at(1000, config) == 0.0
 
 
-def test_optimizer_is_adam_without_bias_correction_and_decoupled_decay():
+@pytest.mark.parametrize("update", ["fused_update", "foreach_update"])
+def test_optimizer_is_adam_without_bias_correction_and_decoupled_decay(update, monkeypatch):
+    """Both updates, each against the official rule by hand: the fused kernel that CPU and CUDA use, and the foreach
+    passes that XLA uses (run here on the CPU in place of the fused one)."""
+    monkeypatch.setattr(runtime, "fused_update", getattr(runtime, update))
     torch.manual_seed(0)
     matrix, bias = torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(4))
     optimizer = runtime.AdamWeightDecay([{"params": [matrix], "weight_decay": 0.01}, {"params": [bias]}], eps=1e-6)
