@@ -50,6 +50,8 @@ def test_optimizer_is_adam_without_bias_correction_and_decoupled_decay(update, m
     """Both updates, each against the official rule by hand: the fused kernel that CPU and CUDA use, and the foreach
     passes that XLA uses (run here on the CPU in place of the fused one)."""
     monkeypatch.setattr(runtime, "fused_update", getattr(runtime, update))
+    if update == "fused_update":  # and on the CPU the fused kernel is what runs: the foreach passes are XLA's
+        monkeypatch.setattr(runtime, "foreach_update", None)
     torch.manual_seed(0)
     matrix, bias = torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(4))
     optimizer = runtime.AdamWeightDecay([{"params": [matrix], "weight_decay": 0.01}, {"params": [bias]}], eps=1e-6)
