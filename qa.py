@@ -1,6 +1,6 @@
 """Question answering, the paper's Table 9: SQuAD v1.1 then BioASQ 7b factoid.
 
-SQuAD v1.1 then BioASQ 7b factoid (the paper's Table 9); the loss is SpanQA.loss. N-best decoding and BioASQ
+N-best decoding and BioASQ
 pooling as BERT's run_squad.py (`write_predictions`) and BioBERT's `transform_n2b_factoid` (facts #19-#20): top 20
 starts x top 20 ends of each window, end >= start, at most 30 tokens, both in the context, the start token scored
 only in the window where it has its maximal context; candidates of all a question's windows merged, the 20 best

@@ -44,8 +44,9 @@ class AdamWeightDecay(torch.optim.Optimizer):
     parameter group is 1 in pre-training (fine-tuning uses it for layer-wise decay). The step is memory-bound (it
     streams parameter-sized tensors, 0.44 GB each at base size), so each group is updated in as few passes over memory
     as the device allows: on CPU and CUDA one call of torch's fused AdamW kernel (`fused_update`), on XLA, which has
-    none, seven passes of torch._foreach_* ops (`foreach_update`). Both compute the same numbers up to float rounding;
-    the fused one took a `base` model's step from 360-520 ms to 55-58 ms here (`python bench.py finetune` times it).
+    none, seven or eight passes of torch._foreach_* ops (`foreach_update`). Both compute the same numbers up to float
+    rounding; the fused one took a `base` model's step from 360-520 ms to 55-58 ms here (`python bench.py finetune`
+    times it).
     """
 
     def __init__(self, param_groups, betas=(0.9, 0.999), eps=1e-6):
@@ -77,16 +78,16 @@ def fused_update(params, grads, exp_avgs, exp_avg_sqs, step_size, betas, eps, we
     param, m and v as Adam, then param -= step_size / c1 * m / (sqrt(v) / sqrt(c2) + eps), with Adam's bias corrections
     c = 1 - beta^step. Given step = inf, beta^inf = 0 and both corrections are exactly 1: ELECTRA's update, no bias
     correction, the decay applied before the update as in foreach_update."""
-    no_bias_correction = torch.tensor(float("inf"), device=params[0].device)
+    no_bias_correction = torch.full((), float("inf"), device=params[0].device)  # filled there: no copy from the host
     torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, [], [no_bias_correction] * len(params), lr=step_size,
                         beta1=betas[0], beta2=betas[1], weight_decay=weight_decay, eps=eps, amsgrad=False,
                         maximize=False)
 
 
 def foreach_update(params, grads, exp_avgs, exp_avg_sqs, step_size, betas, eps, weight_decay):
-    """ELECTRA's update in seven passes of torch._foreach_* ops over whole lists of tensors (not the ten of the
-    formula's literal order): a few dozen kernel calls per group, not a few per tensor. `step_size` is a 0-d tensor:
-    the same XLA graph at every learning rate."""
+    """ELECTRA's update in seven passes of torch._foreach_* ops over whole lists of tensors, eight with weight decay: a
+    few dozen kernel calls per group, not a few per tensor. `step_size` is a 0-d tensor: the same XLA graph at every
+    learning rate."""
     beta1, beta2 = betas
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m = beta1 m + (1 - beta1) g = m + (1 - beta1)(g - m)
     torch._foreach_mul_(exp_avg_sqs, beta2)  # v = beta2 v + (1 - beta2) g^2

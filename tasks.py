@@ -8,8 +8,9 @@
 What it follows:
 - Miolo et al. (2021), ELECTRAMed, Table 5: the fine-tuning hyper-parameters (`FinetuneConfig`); several seeds and
   the paper's tables are reproduce.py's.
-- google-research/electra: finetune/ (classification, tagging heads), model/optimization.py (AdamWeightDecay with
-  layer-wise learning-rate decay, clipping 1.0), configure_finetuning.py (epochs, warm-up share).
+- google-research/electra: finetune/ (the tagging and QA heads; the RE head is transformers', see SentenceClassifier),
+  model/optimization.py (AdamWeightDecay with layer-wise learning-rate decay, clipping 1.0), configure_finetuning.py
+  (epochs, warm-up share).
 - transformers' ElectraFor{TokenClassification,SequenceClassification,QuestionAnswering}: the weight names, so that a
   fine-tuned model is a directory transformers loads.
 
@@ -306,7 +307,7 @@ class FinetuneConfig:
     learning_rate: float = 5e-5  # Table 5: NER/RE 5e-5, SQuAD 3e-5, BioASQ 5e-6
     batch_size: int = 32  # Table 5: NER/RE 32, QA 16
     max_length: int = 128  # Table 5: NER/RE 128, QA 384
-    epochs: int = 3  # not in the paper: configure_finetuning.py num_train_epochs 3 (SQuAD 2)
+    epochs: int = 3  # not in the paper: configure_finetuning.py num_train_epochs 3 (SQuAD 2); BioASQ 3, run_factoid.py
     layerwise_decay: float = 0.8  # Table 5, configure_finetuning.py layerwise_lr_decay
     warmup_proportion: float = 0.1  # not in the paper: configure_finetuning.py warmup_proportion
     weight_decay: float = 0.0  # Table 5 (the official code uses 0.01)
@@ -347,8 +348,11 @@ def layer_depth(name, num_layers):
 def finetune_parameter_groups(model, layerwise_decay, weight_decay):
     """One group per (depth, decayed or not): lr_scale = decay ** (n + 2 - depth). As the official code, the head
     gets 1 and the TOP LAYER decay ** 2, not decay: depth n + 1 is skipped because ELECTRA removed BERT's pooler
-    (google-research/electra issue #51). We keep the off-by-one on purpose: it is what the paper's numbers ran with.
-    No weight decay on LayerNorm weights and biases (the 1-D tensors), as optimization.py."""
+    (google-research/electra issue #51). We keep the off-by-one on purpose: it is the official code's, and that of
+    ELECTRAMed's QA runs (its model/optimization.py). Its NER and RE scripts ran through transformers' TFTrainer, whose
+    default optimizer has no layer-wise decay (and Adam's bias correction); Table 5 gives layer-wise decay 0.8 for
+    fine-tuning, so every task gets it here. No weight decay on LayerNorm weights and biases (the 1-D tensors), as
+    optimization.py."""
     num_layers, groups = len(model.encoder.layers), {}
     for name, param in model.named_parameters():
         depth, decay = layer_depth(name, num_layers), weight_decay if param.ndim >= 2 else 0.0
@@ -439,7 +443,7 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     train = features["train"]
     steps_per_epoch = math.ceil(len(train) / config.batch_size)  # the last, smaller batch is kept
     train_steps = config.epochs * steps_per_epoch
-    warmup_steps = int(config.warmup_proportion * train_steps)
+    warmup_steps = config.warmup_proportion * train_steps  # a float, as optimization.py: 42.9 steps of 429, not 42
     best, step, loss_sum, first_epoch = None, 0, 0.0, 1
     if state is not None:
         model.load_state_dict(state["model"])

@@ -849,7 +849,7 @@ def build_parser():
                    "OUT/seed_K/, then OUT/summary.json and OUT/summary.md with the paper's numbers (default 1: "
                    "one run in OUT)")
     p.add_argument("--epochs", type=positive_int, help="passes over the training set (default 3, "
-                   "configure_finetuning.py; qa: SQuAD 2)")
+                   "configure_finetuning.py; qa: SQuAD 2, BioASQ 3 as ELECTRAMed's run_factoid.py)")
     p.add_argument("--learning-rate", type=positive_float, help="peak learning rate (default 5e-5, Table 5; qa: SQuAD "
                    "3e-5, BioASQ 5e-6; those are for base: the tiny preset learns at 1e-3)")
     p.add_argument("--batch-size", type=positive_int, help="examples per step (default 32, Table 5; qa: 16)")
@@ -918,8 +918,8 @@ def build_parser():
     p.add_argument("--data-root", default=reproduce.DATA_ROOT, help="benchmark data folder (default: "
                    "$ELECTRAMED_DATA, else ../shared/data beside the checkout)")
     p.add_argument("--device", choices=["cpu", "cuda", "xla"], default="cpu", help="where to fine-tune")
-    p.add_argument("--epochs", type=positive_int, help="quick looks: epochs for every job (default: Table 5's, 3; "
-                   "SQuAD 2); printed into the tables' header")
+    p.add_argument("--epochs", type=positive_int, help="quick looks: epochs for every job (default: the official "
+                   "code's, 3; SQuAD 2); printed into the tables' header")
     p.add_argument("--max-train-examples", type=positive_int, help="quick looks: train on the first N examples "
                    "(default: all); printed into the tables' header")
     p.add_argument("--max-eval-examples", type=positive_int, help="quick looks: score the first N examples of each "

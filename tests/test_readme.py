@@ -152,19 +152,23 @@ def test_mutmut_command_names_functions_that_exist():
 
 def test_slow_tests_skip_with_their_reason_unless_slow_is_given_or_ci_is_true(pytester, monkeypatch):
     """tests/conftest.py: `pytest` skips what is marked slow, saying how to run it; `pytest --slow` and CI=true run it
-    (were CI to skip them, the quick start and the XLA, torchrun and benchmark runs would never be checked).
-    Checked in a throwaway project that uses that conftest (pytester, in this process)."""
+    (were CI to skip them, the quick start and the XLA, torchrun and benchmark runs would never be checked), and under
+    CI=true any other skip, such as a missing test dependency, is a failure. Checked in a throwaway project that uses
+    that conftest (pytester, in this process)."""
     pytester.makeconftest((REPO / "tests" / "conftest.py").read_text(encoding="utf-8"))
     pytester.makepyfile(test_marks="import pytest\n\n@pytest.mark.slow\ndef test_end_to_end(): pass\n\n"
-                                   "def test_unit(): pass\n")
+                                   "def test_unit(): pass\n\n"
+                                   "def test_reference(): pytest.importorskip('a_module_that_is_not_installed')\n")
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # the installed plugins take 1 s a run to load
     run = pytester.runpytest("-rs", "-p", "no:cacheprovider")
-    run.assert_outcomes(passed=1, skipped=1)
+    run.assert_outcomes(passed=1, skipped=2)
     run.stdout.fnmatch_lines(["*test_marks.py:3: slow end-to-end run: `pytest --slow` runs it (and CI=true does)"])
-    pytester.runpytest("--slow", "-p", "no:cacheprovider").assert_outcomes(passed=2)
+    pytester.runpytest("--slow", "-p", "no:cacheprovider").assert_outcomes(passed=2, skipped=1)
     monkeypatch.setenv("CI", "true")
-    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    run = pytester.runpytest("-p", "no:cacheprovider")
+    run.assert_outcomes(passed=2, failed=1)
+    run.stdout.fnmatch_lines(["*skipped under CI=true, where every test must run: *a_module_that_is_not_installed*"])
 
 
 @pytest.mark.slow

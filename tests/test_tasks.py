@@ -21,6 +21,7 @@ import torch
 
 import electramed as em
 import benchmarks
+import runtime
 import tasks
 from tokenizer import InputError
 
@@ -289,6 +290,19 @@ def test_tiny_model_overfits_20_ncbi_sentences(tmp_path, data_dir, tiny_init):
     lines = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 20
     assert max(json.loads(line)["dev_f1"] for line in lines) == pytest.approx(result["dev"]["f1"], abs=1e-6)
+
+
+def test_the_warm_up_is_a_share_of_the_steps_not_rounded_down(tmp_path, data_dir, tiny_init, monkeypatch):
+    """optimization.py: warmup_steps = num_train_steps * warmup_proportion, a float. 9 steps x 0.1 = 0.9 steps: step 0
+    at lr 0, then the decay alone (rounded down to 0 steps, step 0 would train at the full learning rate)."""
+    sentences = ncbi_sentences(data_dir)[:5]
+    config = tasks.FinetuneConfig(learning_rate=1e-3, epochs=3, batch_size=2, seed=1)
+    rates = []
+    monkeypatch.setattr(tasks, "linear_schedule", lambda *args: rates.append(runtime.linear_schedule(*args)) or rates[-1])
+    tasks.finetune("ner", data_dir / "ner" / "NCBI-disease", tiny_init, tmp_path / "out", config,
+                   splits={"train": sentences, "dev": sentences, "test": sentences})
+    assert rates == pytest.approx([1e-3 * (1 - step / 9) * min(1.0, step / 0.9) for step in range(9)])
+    assert rates[0] == 0.0
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_path, data_dir, tiny_init, monkeypatch):
