@@ -298,7 +298,10 @@ def test_the_warm_up_is_a_share_of_the_steps_not_rounded_down(tmp_path, data_dir
     sentences = ncbi_sentences(data_dir)[:5]
     config = tasks.FinetuneConfig(learning_rate=1e-3, epochs=3, batch_size=2, seed=1)
     rates = []
-    monkeypatch.setattr(tasks, "linear_schedule", lambda *args: rates.append(runtime.linear_schedule(*args)) or rates[-1])
+    def recorded(*args):
+        rates.append(runtime.linear_schedule(*args))
+        return rates[-1]
+    monkeypatch.setattr(tasks, "linear_schedule", recorded)
     tasks.finetune("ner", data_dir / "ner" / "NCBI-disease", tiny_init, tmp_path / "out", config,
                    splits={"train": sentences, "dev": sentences, "test": sentences})
     assert rates == pytest.approx([1e-3 * (1 - step / 9) * min(1.0, step / 0.9) for step in range(9)])
