@@ -675,6 +675,8 @@ non_negative_float = ranged(float, lambda v: v >= 0, lambda v: True, "a number >
 probability_open = ranged(float, lambda v: v > 0, lambda v: v < 1, "a number in (0, 1), both ends excluded")
 fraction_below_one = ranged(float, lambda v: v >= 0, lambda v: v < 1, "a number in [0, 1)")
 fraction_up_to_one = ranged(float, lambda v: v > 0, lambda v: v <= 1, "a number in (0, 1]")
+# torch seeds are 64-bit and the runs derive others from them (seed * 1_000 + epoch, runtime.step_seed): 2^31 leaves room
+seed_value = ranged(int, lambda v: v >= 0, lambda v: v < 2 ** 31, "a whole number from 0 to 2147483647")
 # at least [CLS] a token [SEP] plus ELECTRA's random shorter targets (randint(5, max_length)); at most the positions
 sequence_length = ranged(int, lambda v: v >= 5, lambda v: v <= MAX_POSITIONS, f"5 to {MAX_POSITIONS}, the "
                           "position table's size")
@@ -683,7 +685,7 @@ vocab_size = ranged(int, lambda v: v > len(SPECIAL_TOKENS), lambda v: True, f"mo
 for _name, _parse in [("positive_int", positive_int), ("non_negative_int", non_negative_int),
                       ("positive_float", positive_float), ("non_negative_float", non_negative_float),
                       ("probability_open", probability_open), ("fraction_below_one", fraction_below_one),
-                      ("fraction_up_to_one", fraction_up_to_one),
+                      ("fraction_up_to_one", fraction_up_to_one), ("seed_value", seed_value),
                       ("sequence_length", sequence_length), ("vocab_size", vocab_size)]:
     _parse.__name__ = _name  # argparse names the type in its messages
 
@@ -775,7 +777,7 @@ def build_parser():
     p.add_argument("--max-predictions", type=positive_int, default=None, help="masked slots per sequence (default: ELECTRA's "
                    "int((mask_prob + 0.005) x max_length), 15%%; 19 reproduces an unmodified official base/large run "
                    "at 512)")
-    p.add_argument("--seed", type=non_negative_int, **number, help="seed for initialisation, masking and data order "
+    p.add_argument("--seed", type=seed_value, **number, help="seed for initialisation, masking and data order "
                    "(default 12345)")
     p.add_argument("--log-every", type=positive_int, default=100, help="pull metrics to the host and log every N steps")
     p.add_argument("--save-every", type=positive_int, default=1000, help="write a checkpoint every N steps")
@@ -793,7 +795,7 @@ def build_parser():
     add_corpus_flags(p, vocab_required=True)
     p.add_argument("--out", required=True, help="shard folder")
     p.add_argument("--max-length", type=sequence_length, default=512, help="tokens per example (default 512, the paper's)")
-    p.add_argument("--seed", type=non_negative_int, default=12345, help="seed for ELECTRA's random segment and length choices")
+    p.add_argument("--seed", type=seed_value, default=12345, help="seed for ELECTRA's random segment and length choices")
     p.set_defaults(run=prepare)
 
     p = commands.add_parser("vocab", help="train a WordPiece vocabulary on a corpus",
@@ -865,7 +867,7 @@ def build_parser():
     p.add_argument("--weight-decay", type=non_negative_float, help="decoupled weight decay, not on LayerNorm or "
                    "biases (default 0, Table 5; the official code uses 0.01)")
     p.add_argument("--dropout", type=fraction_below_one, help="dropout and attention dropout (default 0.1, Table 5)")
-    p.add_argument("--seed", type=non_negative_int, help="seed of the head's initialisation, dropout and data "
+    p.add_argument("--seed", type=seed_value, help="seed of the head's initialisation, dropout and data "
                    "order (default 12345)")
     p.add_argument("--max-train-examples", type=positive_int, help="quick looks: train on the first N examples "
                    "only (default: all)")

@@ -87,6 +87,7 @@ FLAG_CASES = [  # (command, flag, value): each outside the flag's allowed range,
     ("pretrain", "--adam-beta1", "1"), ("pretrain", "--adam-beta2", "-0.5"), ("pretrain", "--adam-epsilon", "0"),
     ("pretrain", "--clip-norm", "0"), ("pretrain", "--generator-size", "0"), ("pretrain", "--generator-size", "3"), ("pretrain", "--max-predictions", "0"),
     *[("pretrain", "--vocab-size", value) for value in ("0", "5", "-3")],
+    *[(command, "--seed", str(2 ** 31)) for command in ("pretrain", "prepare")],  # torch's seeds overflowed at 2^63
     *[("prepare", "--max-length", value) for value in ("3", "513")], ("prepare", "--processes", "0"),
     *[("vocab", "--vocab-size", value) for value in ("0", "2")],
 ]
