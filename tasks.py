@@ -424,8 +424,12 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     state = load_checkpoint(checkpoint, FINETUNE_CHECKPOINT_KEYS) if checkpoint.is_file() else None
     if resume and state is None:
         print(f"{out}: no checkpoint.pt to resume from; starting from scratch")
-    if state is not None and (state["labels"] != labels or state["finetune"] != asdict(config)):
-        changed = changed_settings(state["finetune"], asdict(config)) or f"labels {state['labels']} -> {labels}"
+    started = read_json_or_none(out / "config.json") or {}  # the stopped run's task, data and model
+    where = {"task": started.get("task"), **{key: str(Path(started.get(key, "")).resolve()) for key in ("data", "init")}}
+    now = {"task": task, "data": str(data_dir.resolve()), "init": str(Path(init).resolve())}
+    if state is not None and (state["labels"] != labels or state["finetune"] != asdict(config) or where != now):
+        changed = (changed_settings(where, now) or changed_settings(state["finetune"], asdict(config))
+                   or f"labels {state['labels']} -> {labels}")
         raise InputError(f"{checkpoint}: written with other settings ({changed}); resume with the stopped run's "
                          "flags, or pass another --out")
     device = setup_runtime(device_name).device  # e.g. --device cuda without a GPU: an error before OUT is made

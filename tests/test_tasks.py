@@ -340,6 +340,13 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_pa
     with pytest.raises(InputError, match=r"checkpoint.pt: written with other settings \(learning_rate 0.001 -> 0.002\)"):
         tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", replace(config, learning_rate=2e-3),
                        splits=splits, resume=True)
+    # ... and so does --resume with other data or another model: the stopped run's config.json names both
+    with pytest.raises(InputError, match=r"checkpoint.pt: written with other settings \(data \S+/NCBI-disease -> "
+                                         r"\S+/BC5CDR\)"):
+        tasks.finetune("ner", "BC5CDR", tiny_init, tmp_path / "cut", config, splits=splits, resume=True)
+    with pytest.raises(InputError, match=r"written with other settings \(init \S+/init -> \S+/whole/best\)"):
+        tasks.finetune("ner", "NCBI-disease", tmp_path / "whole" / "best", tmp_path / "cut", config, splits=splits,
+                       resume=True)
     assert (tmp_path / "cut" / "checkpoint.pt").read_bytes() == saved
     assert json.loads((tmp_path / "cut" / "config.json").read_text())["finetune"]["learning_rate"] == 1e-3  # kept
     resumed = tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, splits=splits, resume=True)
