@@ -365,7 +365,7 @@ class StopOnSignal:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.requested, self._previous = 0, {}
+        self.requested, self._previous, self._depth = 0, {}, 0
 
     @property
     def exit_code(self):
@@ -380,14 +380,19 @@ class StopOnSignal:
               "at once, without saving)", file=sys.stderr, flush=True)
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        # re-entrant: a loop's until_requested inside a `with stop:` around the whole run keeps the outer handlers (and,
+        # after a first signal, the defaults that make a second one stop at once)
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
             self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-        self._previous = {}
+        self._depth -= 1
+        if self._depth == 0:
+            for number, handler in self._previous.items():
+                signal.signal(number, handler)
+            self._previous = {}
         return False
 
     def until_requested(self, iterable, agree=None):

@@ -382,6 +382,15 @@ def train_step(model, optimizer, batch, lr, clip_norm):
     return loss.detach()
 
 
+def stop_with_checkpoint(stop, model, optimizer, step, epoch, best, loss_sum, labels, config, checkpoint):
+    """Save what `finetune --resume` needs to go on from `step` in `epoch`, then exit 130 (SIGINT) or 143 (SIGTERM)."""
+    save_atomic({"model": to_cpu(model.state_dict()), "optimizer": to_cpu(optimizer.state_dict()), "step": step,
+                 "epoch": epoch, "best": best, "loss_sum": loss_sum, "labels": labels, "finetune": asdict(config)},
+                checkpoint)
+    print(f"stopped at step {step}; `finetune --resume` (or `reproduce` again) continues", file=sys.stderr)
+    raise SystemExit(stop.exit_code)
+
+
 def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu", splits=None, resume=False):
     """Fine-tune `init` on data_dir's train split, pick the epoch with the best dev F1, score test once with it.
     Writes OUT/metrics.jsonl (a line per epoch; TensorBoard events beside it when installed), OUT/best/ (transformers
@@ -425,7 +434,8 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     if resume and state is None:
         print(f"{out}: no checkpoint.pt to resume from; starting from scratch")
     started = read_json_or_none(out / "config.json") or {}  # the stopped run's task, data and model
-    where = {"task": started.get("task"), **{key: str(Path(started.get(key, "")).resolve()) for key in ("data", "init")}}
+    where = {"task": started.get("task"),
+             **{key: str(Path(started.get(key, "")).resolve()) for key in ("data", "init")}}
     now = {"task": task, "data": str(data_dir.resolve()), "init": str(Path(init).resolve())}
     if state is not None and (state["labels"] != labels or state["finetune"] != asdict(config) or where != now):
         changed = (changed_settings(where, now) or changed_settings(state["finetune"], asdict(config))
@@ -458,61 +468,62 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     sync(device)
     log = MetricsLog(out, step)
     stop = StopOnSignal()
-    for epoch in range(first_epoch, config.epochs + 1):
-        model.train()
-        # a permutation per (seed, epoch) and dropout seeded per step: a resumed run repeats an uninterrupted one
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1_000 + epoch))
-        starts = range((step - (epoch - 1) * steps_per_epoch) * config.batch_size, len(train), config.batch_size)
-        bar = tqdm(starts, desc=f"{task} epoch {epoch}/{config.epochs}", unit="batch", dynamic_ncols=True)
-        # the epoch's loss, summed on the device and read only every LOSS_READ_EVERY steps (a read waits for the device:
-        # on a TPU the host stops tracing the next step); a [1] vector, data to every step's program (device_scalar)
-        epoch_loss = torch.tensor([loss_sum], dtype=torch.float32).to(device)
-        reads_before = xla_count(device, "TransferFromDeviceTime")
-        for start in stop.until_requested(bar):
-            batch = collate([train[i] for i in order[start:start + config.batch_size].tolist()],
-                            pad_to(config, device, task))
-            batch = {k: v.to(device) for k, v in batch.items()}
-            lr = linear_schedule(step, config.learning_rate, train_steps, warmup_steps)
-            if device.type != "xla":  # XLA's generator advances inside the compiled step instead
-                torch.manual_seed(step_seed(config.seed, step, 0))
-            loss = train_step(model, optimizer, batch, device_scalar(lr, device), config.clip_norm)
-            epoch_loss = epoch_loss + loss  # XLA: inside the step's graph, cut here
-            sync(device)
-            step += 1
-            if (done := step - (epoch - 1) * steps_per_epoch) % LOSS_READ_EVERY == 0:
-                bar.set_postfix(loss=f"{epoch_loss.item() / done:.4f}", lr=f"{lr:.2e}")
-        loss_sum = epoch_loss.item()
-        reads_after = xla_count(device, "TransferFromDeviceTime")  # None off XLA
-        if stop.requested:
-            bar.close()
-            save_atomic({"model": to_cpu(model.state_dict()), "optimizer": to_cpu(optimizer.state_dict()),
-                         "step": step, "epoch": epoch, "best": best, "loss_sum": loss_sum, "labels": labels,
-                         "finetune": asdict(config)}, checkpoint)
-            print(f"stopped at step {step}; `finetune --resume` (or `reproduce` again) continues", file=sys.stderr)
-            raise SystemExit(stop.exit_code)
-        # QA without a dev file (BioASQ: the paper has none) keeps the last epoch
-        dev = evaluate(task, model, examples["dev"], features["dev"], labels, config, device)[0] \
-            if examples["dev"] else {}
-        record = {"epoch": epoch, "step": step, "train_loss": round(loss_sum / steps_per_epoch, 6),
-                  **{f"dev_{k}": round(v, 6) for k, v in dev.items() if isinstance(v, float)}}
-        if device.type == "xla":  # a running total: every shape is compiled in epoch 1, nothing after
-            record["xla_compiles"] = xla_count(device, "CompileTime")
-            # this epoch's steps read the device once per LOSS_READ_EVERY steps and once at the end, not every step
-            record["xla_host_reads"] = reads_after - reads_before
-        log.write(record)
-        loss_sum = 0.0
-        print(f"epoch {epoch}: train loss {record['train_loss']:.4f}" + (f", dev {score_text(dev)}" if dev else ""))
-        if best is None or not dev or dev["f1"] > best[1]["f1"]:
-            best = (epoch, dev)
-            save_finetuned(model, out / "best", labels, vocab)
-    log.close()
-    model = load_finetuned(out / "best")[0].to(device)
-    test = evaluate(task, model, examples["test"], features["test"], labels, config, device,
-                    splits.get("golden"))[0] if examples["test"] else {}
-    result = {"task": task, "data": str(data_dir), "init": str(init), "seed": config.seed, "best_epoch": best[0],
-              "labels": labels, "dev": best[1], "test": test, "finetune": asdict(config)}
-    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    checkpoint.unlink(missing_ok=True)
+    # the handlers cover the whole run: a signal during an epoch's evaluation or the test waits for it, then saves
+    with stop:
+        for epoch in range(first_epoch, config.epochs + 1):
+            model.train()
+            # a permutation per (seed, epoch) and dropout seeded per step: a resumed run repeats an uninterrupted one
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1_000 + epoch))
+            starts = range((step - (epoch - 1) * steps_per_epoch) * config.batch_size, len(train), config.batch_size)
+            bar = tqdm(starts, desc=f"{task} epoch {epoch}/{config.epochs}", unit="batch", dynamic_ncols=True)
+            # the epoch's loss, summed on the device and read only every LOSS_READ_EVERY steps (a read waits for the
+            # device: on a TPU the host stops tracing the next step); a [1] vector, data to every step's program
+            epoch_loss = torch.tensor([loss_sum], dtype=torch.float32).to(device)
+            reads_before = xla_count(device, "TransferFromDeviceTime")
+            for start in stop.until_requested(bar):
+                batch = collate([train[i] for i in order[start:start + config.batch_size].tolist()],
+                                pad_to(config, device, task))
+                batch = {k: v.to(device) for k, v in batch.items()}
+                lr = linear_schedule(step, config.learning_rate, train_steps, warmup_steps)
+                if device.type != "xla":  # XLA's generator advances inside the compiled step instead
+                    torch.manual_seed(step_seed(config.seed, step, 0))
+                loss = train_step(model, optimizer, batch, device_scalar(lr, device), config.clip_norm)
+                epoch_loss = epoch_loss + loss  # XLA: inside the step's graph, cut here
+                sync(device)
+                step += 1
+                if (done := step - (epoch - 1) * steps_per_epoch) % LOSS_READ_EVERY == 0:
+                    bar.set_postfix(loss=f"{epoch_loss.item() / done:.4f}", lr=f"{lr:.2e}")
+            loss_sum = epoch_loss.item()
+            reads_after = xla_count(device, "TransferFromDeviceTime")  # None off XLA
+            if stop.requested:  # in the middle of the epoch: it goes on from this step
+                bar.close()
+                stop_with_checkpoint(stop, model, optimizer, step, epoch, best, loss_sum, labels, config, checkpoint)
+            # QA without a dev file (BioASQ: the paper has none) keeps the last epoch
+            dev = evaluate(task, model, examples["dev"], features["dev"], labels, config, device)[0] \
+                if examples["dev"] else {}
+            record = {"epoch": epoch, "step": step, "train_loss": round(loss_sum / steps_per_epoch, 6),
+                      **{f"dev_{k}": round(v, 6) for k, v in dev.items() if isinstance(v, float)}}
+            if device.type == "xla":  # a running total: every shape is compiled in epoch 1, nothing after
+                record["xla_compiles"] = xla_count(device, "CompileTime")
+                # this epoch's steps read the device once per LOSS_READ_EVERY steps and once at the end, not each step
+                record["xla_host_reads"] = reads_after - reads_before
+            log.write(record)
+            loss_sum = 0.0
+            dev_text = f", dev {score_text(dev)}" if dev else ""
+            print(f"epoch {epoch}: train loss {record['train_loss']:.4f}{dev_text}")
+            if best is None or not dev or dev["f1"] > best[1]["f1"]:
+                best = (epoch, dev)
+                save_finetuned(model, out / "best", labels, vocab)
+            if stop.requested:  # during the evaluation: the epoch is whole, the next one starts from its beginning
+                stop_with_checkpoint(stop, model, optimizer, step, epoch + 1, best, 0.0, labels, config, checkpoint)
+        log.close()
+        model = load_finetuned(out / "best")[0].to(device)
+        test = evaluate(task, model, examples["test"], features["test"], labels, config, device,
+                        splits.get("golden"))[0] if examples["test"] else {}
+        result = {"task": task, "data": str(data_dir), "init": str(init), "seed": config.seed, "best_epoch": best[0],
+                  "labels": labels, "dev": best[1], "test": test, "finetune": asdict(config)}
+        (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+        checkpoint.unlink(missing_ok=True)
     print(f"best epoch {best[0]}; test {score_text(test) if test else 'none'} -> {out / 'result.json'}")
     if best[1] and best[1]["f1"] == 0:  # e.g. the quick start's tiny model at Table 5's learning rate
         print(f"note: dev F1 was 0 in every epoch at learning rate {config.learning_rate:g} (no entity, relation or "

@@ -364,6 +364,34 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_pa
         tasks.finetune("ner", "BC5CDR", tiny_init, tmp_path / "cut", replace(config, epochs=4), resume=True)
 
 
+def test_a_signal_during_the_dev_evaluation_saves_the_whole_epoch_and_resume_equals_an_uninterrupted_run(
+        tmp_path, data_dir, tiny_init, monkeypatch):
+    """SIGTERM while epoch 1's dev set is scored: the evaluation ends, its line and best/ are written, then
+    OUT/checkpoint.pt at the start of epoch 2, exit 143; --resume gives the uninterrupted run's log and scores."""
+    import os
+    import signal
+
+    sentences = ncbi_sentences(data_dir, 24)
+    splits = {"train": sentences[:16], "dev": sentences[16:], "test": sentences[16:]}
+    config = tasks.FinetuneConfig(learning_rate=1e-3, epochs=2, batch_size=4, seed=3)
+    reference = tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "whole", config, splits=splits)
+    real_evaluate = tasks.evaluate
+
+    def interrupted_evaluate(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "evaluate", interrupted_evaluate)
+    with pytest.raises(SystemExit) as stopped:
+        tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, splits=splits)
+    assert stopped.value.code == 143 and (tmp_path / "cut" / "checkpoint.pt").is_file()
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 1  # epoch 1, scored
+    monkeypatch.setattr(tasks, "evaluate", real_evaluate)
+    resumed = tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, splits=splits, resume=True)
+    assert resumed["test"] == reference["test"] and resumed["dev"] == reference["dev"]
+    assert (tmp_path / "cut" / "metrics.jsonl").read_text() == (tmp_path / "whole" / "metrics.jsonl").read_text()
+
+
 # ---------------------------------------------------------------------------------------------------- the CLI
 def small_re_folder(data_dir, folder):
     """Train/dev/test from the first rows of ChemProt's BLUE dev file (the only BLUE ChemProt file here)."""
