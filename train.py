@@ -428,7 +428,8 @@ def summary_line(record, steps):
     if "disc_loss" in record:
         line += f"; discriminator loss {record['disc_loss']:.4f}"
         if record.get("disc_gain") is not None:
-            line += f", {record['disc_gain']:+.4f} nats under the base rate"
+            gain = record["disc_gain"]  # the base rate's loss minus the discriminator's: < 0 is worse than guessing
+            line += f", {abs(gain):.4f} nats {'under' if gain >= 0 else 'above'} the base rate"
         if record.get("disc_auc") is not None:
             line += f", replaced-token AUC {record['disc_auc']:.3f}"
     return line
@@ -605,14 +606,15 @@ def evaluate(args):
 
 
 def predict(args):
-    if args.file and not Path(args.file).is_file():
+    if args.file and (Path(args.file).is_dir() or not Path(args.file).exists()):  # a pipe or /dev/null reads
         raise InputError(f"{args.file}: " + ("a folder, not a text file" if Path(args.file).is_dir() else
                                              "no such file"))
     try:  # stdin as bytes, decoded as strictly as a file (its text layer would let bad bytes through as escapes)
         raw = Path(args.file).read_bytes() if args.file else getattr(sys.stdin, "buffer", sys.stdin).read()
         text = (raw.decode("utf-8") if isinstance(raw, bytes) else raw).removeprefix("\ufeff")  # a BOM is no text
     except UnicodeDecodeError as error:
-        raise InputError(f"{args.file or 'stdin'}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+        line = raw[:error.start].count(b"\n") + 1
+        raise InputError(f"{args.file or 'stdin'}:{line}: not UTF-8 text (byte {error.start}: {error.reason})") from None
     if args.question is not None and not args.question.strip():
         raise InputError("--question: empty")
     if args.question:  # QA: the whole text is the passage; the top 5 answers with their probabilities

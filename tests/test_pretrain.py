@@ -255,3 +255,9 @@ def test_with_shards_that_do_not_exist_and_no_corpus_it_says_what_to_pass_and_ex
     assert capsys.readouterr().err == f"error: --shards {tmp_path / 'built'}: pass --vocab too, the vocabulary the " \
                                       "shards were built with\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["built", "file"]  # nothing written
+
+
+def test_the_summary_line_says_whether_the_discriminator_is_under_or_above_the_base_rate():
+    record = {"step": 9, "loss": 9.5, "disc_loss": 0.3, "disc_auc": None}
+    assert train.summary_line({**record, "disc_gain": 0.0117}, 1).endswith(", 0.0117 nats under the base rate")
+    assert train.summary_line({**record, "disc_gain": -0.0117}, 3).endswith(", 0.0117 nats above the base rate")

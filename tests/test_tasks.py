@@ -581,7 +581,13 @@ def test_predict_reads_stdin_as_strictly_as_a_file(tmp_path, tiny_init, monkeypa
     piped = io.TextIOWrapper(io.BytesIO("Caf\xe9 au lait .\n".encode("latin-1")), errors="surrogateescape")
     monkeypatch.setattr(sys, "stdin", piped)
     assert train.main(["predict", "--model", str(tmp_path / "model")]) == 2
-    assert capsys.readouterr().err == "error: stdin: not UTF-8 text (byte 3: invalid continuation byte)\n"
+    assert capsys.readouterr().err == "error: stdin:1: not UTF-8 text (byte 3: invalid continuation byte)\n"
+    (tmp_path / "latin-1.txt").write_bytes("BRCA1 .\nCaf\xe9 au lait .\n".encode("latin-1"))  # the line is named
+    assert train.main(["predict", "--model", str(tmp_path / "model"), str(tmp_path / "latin-1.txt")]) == 2
+    assert capsys.readouterr().err.endswith("latin-1.txt:2: not UTF-8 text (byte 11: invalid continuation byte)\n")
+    # what is not a regular file but reads as one (bash's <(...), /dev/null) is read, not called missing
+    assert train.main(["predict", "--model", str(tmp_path / "model"), os.devnull]) == 2
+    assert capsys.readouterr().err == f"error: {os.devnull}: no text to predict on\n"
     # a byte-order mark (Windows editors write one) is not echoed back as part of the first line
     for name in ("with-bom.txt", None):
         text = "\ufeffMutations in BRCA1 cause breast cancer .\n".encode("utf-8")
