@@ -507,7 +507,9 @@ def run_folder_kind(out):
              "a model directory" if "architectures" in config else
              RUN_FOLDERS["pretrain"] if "pretrain" in config else
              RUN_FOLDERS["finetune"] if "finetune" in config or (out / "seed_0" / "config.json").is_file() else
-             RUN_FOLDERS["reproduce"] if (out / "reproduce.json").is_file() else None)
+             RUN_FOLDERS["reproduce"] if (out / "reproduce.json").is_file() else
+             "a pre-training run's checkpoints" if any(out.glob("step_*.pt")) else
+             "packed shards (index.json)" if (out / "index.json").is_file() else None)
     return found
 
 

@@ -510,6 +510,21 @@ def test_a_run_is_never_written_over_another_kind_of_run_or_a_model(command, hol
         ["config.json", "metrics.jsonl"]
 
 
+@pytest.mark.parametrize("command", ["finetune", "pretrain", "reproduce"])
+@pytest.mark.parametrize("holds, file", [("a pre-training run's checkpoints", "step_0000100.pt"),
+                                         ("packed shards (index.json)", "index.json")])
+def test_a_run_is_never_written_into_a_runs_checkpoints_or_shards(command, holds, file, good_text, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / file).write_bytes(b"x")
+    args = {"finetune": ["finetune", "--task", "ner", "--data", good_text, "--init", good_text],
+            "pretrain": ["pretrain", "--preset", "tiny", "--corpus", good_text],
+            "reproduce": ["reproduce", "--init", good_text]}[command]
+    line = assert_one_line_error(run(capsys, *args, "--out", out), out)
+    assert line.endswith(f"holds {holds}, not {train.RUN_FOLDERS[command]}; pass another --out")
+    assert os.listdir(out) == [file]
+
+
 # ------------------------------------------------------------------------------------------------------- checkpoints
 @pytest.fixture(scope="module")
 def trained(shards, scivocab, tmp_path_factory):
