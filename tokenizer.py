@@ -277,6 +277,8 @@ def read_vocab(path):
     tokens, first_line = list(_read_lines(path)), {}
     if not tokens:
         raise InputError(f"{path}: vocabulary file is empty")
+    if tokens[0].startswith("\ufeff"):  # not whitespace to str.strip: "[PAD]" would read as missing
+        raise InputError(f"{path}:1: starts with a byte-order mark (U+FEFF); save it as UTF-8 without one")
     for number, token in enumerate(tokens, 1):
         if token != token.strip():  # "word " never matches a word: the text would silently become [UNK]
             raise InputError(f"{path}:{number}: entry {token!r} has leading or trailing whitespace")

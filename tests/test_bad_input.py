@@ -135,6 +135,7 @@ VOCAB_CASES = {  # name -> (content or a callable making the path, expected mess
     "leading space": (SPECIALS + b"the\n of\n", r":7: .*whitespace"),
     "trailing tab": (SPECIALS + b"the\t\n", r":6: .*whitespace"),
     "every entry padded": (b"".join(t + b" \n" for t in SPECIALS.split()), r":1: .*whitespace"),
+    "byte-order mark": (b"\xef\xbb\xbf" + SPECIALS, r":1: starts with a byte-order mark"),
 }
 
 
