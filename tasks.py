@@ -556,14 +556,20 @@ def format_scores(scores):
     return "\n".join(lines)
 
 
-def evaluate_file(model_dir, path, batch_size=32, max_length=128, device_name="cpu", golden=None):
-    """Scores of a fine-tuned model on one data file; the file's labels must be the model's. QA: a SQuAD file
-    (EM/F1) or a BioASQ test batch with its `golden` file (SAcc/LAcc/MRR); windows of 384 tokens, stride 128."""
+QA_WINDOWS = "a qa model reads Table 5's windows: 384 tokens, stride 128"
+
+
+def evaluate_file(model_dir, path, batch_size=32, max_length=None, device_name="cpu", golden=None):
+    """Scores of a fine-tuned model on one data file; the file's labels must be the model's. NER/RE: examples of
+    `max_length` (default 128); QA: a SQuAD file (EM/F1) or a BioASQ test batch with its `golden` file
+    (SAcc/LAcc/MRR), in windows of 384 tokens, stride 128."""
     model, labels, task = load_finetuned(model_dir)
+    if task == "qa" and max_length is not None:
+        print(f"note: --max-length {max_length} is for ner/re models; {QA_WINDOWS}", file=sys.stderr)
     if golden and task != "qa":
         raise InputError(f"--golden {golden}: scores a QA model's BioASQ test batch; {model_dir} is a {task} model")
     examples = read_examples(task, path, labels)
-    config = FinetuneConfig(batch_size=batch_size, max_length=max_length) if task != "qa" else \
+    config = FinetuneConfig(batch_size=batch_size, max_length=max_length or 128) if task != "qa" else \
         replace(DEFAULTS["squad"], batch_size=batch_size)
     device = setup_runtime(device_name).device
     features = featurize(task, examples, WordPieceTokenizer(Path(model_dir) / "vocab.txt"), labels, config)

@@ -620,6 +620,8 @@ def predict(args):
     if args.question is not None and not args.question.strip():
         raise InputError("--question: empty")
     if args.question:  # QA: the whole text is the passage; the top 5 answers with their probabilities
+        if args.max_length is not None:
+            print(f"note: --max-length {args.max_length} is for ner/re models; {tasks.QA_WINDOWS}", file=sys.stderr)
         for rank, (answer, probability) in enumerate(tasks.predict_answers(args.model, args.question, text,
                                                                            device_name=args.device), 1):
             print(f"{rank}. {answer}\t{probability:.4f}")
@@ -628,7 +630,7 @@ def predict(args):
     lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
     if not any(line.strip() for line in lines):
         raise InputError(f"{args.file or 'stdin'}: no text to predict on")
-    for line in tasks.predict_lines(args.model, lines, args.batch_size, args.max_length, args.device):
+    for line in tasks.predict_lines(args.model, lines, args.batch_size, args.max_length or 128, args.device):
         print(line)
 
 
@@ -891,8 +893,8 @@ def build_parser():
     p.add_argument("--golden", help="qa: the BioASQ golden file of the --data test batch (SAcc/LAcc/MRR); without "
                    "it a QA file is scored by its own answers (SQuAD EM/F1) (default: none)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="examples per forward pass")
-    p.add_argument("--max-length", type=sequence_length, default=128, help="word pieces per example (ner/re; a qa "
-                   "model reads 384-token windows, stride 128, as it was fine-tuned: Table 5)")
+    p.add_argument("--max-length", type=sequence_length, help="word pieces per example, ner/re models (default 128; "
+                   "a qa model always reads Table 5's windows, 384 tokens with stride 128, and says so if given this)")
     p.add_argument("--device", choices=["cpu", "cuda", "xla"], default="cpu", help="where to run")
     p.set_defaults(run=evaluate)
 
@@ -904,8 +906,8 @@ def build_parser():
                    "printed with their probabilities (default: none)")
     p.add_argument("--model", required=True, help="fine-tuned model directory")
     p.add_argument("--batch-size", type=positive_int, default=32, help="examples per forward pass")
-    p.add_argument("--max-length", type=sequence_length, default=128, help="word pieces per example (ner/re; a qa "
-                   "model reads 384-token windows, stride 128, as it was fine-tuned: Table 5)")
+    p.add_argument("--max-length", type=sequence_length, help="word pieces per example, ner/re models (default 128; "
+                   "a qa model always reads Table 5's windows, 384 tokens with stride 128, and says so if given this)")
     p.add_argument("--device", choices=["cpu", "cuda", "xla"], default="cpu", help="where to run")
     p.set_defaults(run=predict)
 
