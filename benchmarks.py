@@ -76,6 +76,9 @@ def read_squad(path):
     text; `qa_features(training=True)` can't place them and leaves them out of training. Questions on an empty
     context are reported and kept: they get no window, so they score as unanswered, as the official script does."""
     data = _read_json(path)
+    if isinstance(data, dict) and "questions" in data:  # e.g. finetune --task qa --data given the BioASQ folder
+        raise InputError(f"{path}: a BioASQ golden file (top-level \"questions\"), not SQuAD-format training data; "
+                         "golden files and test batches go to finetune --eval-data or evaluate --golden")
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise InputError(f"{path}: not a SQuAD-format file (no top-level \"data\" list)")
     examples, misplaced, empty = [], [], []
