@@ -162,6 +162,10 @@ def prepare_inputs(args, max_length):
         if shards.exists() and latest_checkpoint(out / "checkpoints"):  # --resume: never rebuilt under the checkpoints
             raise InputError(f"{shards}: {problem}, and the checkpoints in {out / 'checkpoints'} were trained on them; "
                              "resume with the run's own --preset and flags, or pass another --out")
+        owner = shards.resolve().parent  # --shards given another run's folder: its checkpoints were trained on them
+        if shards.exists() and owner != out.resolve() and latest_checkpoint(owner / "checkpoints"):
+            raise InputError(f"{shards}: {problem}, and the checkpoints in {owner / 'checkpoints'} were trained on them; "
+                             "build new ones in another --shards folder")
         if not args.corpus:
             raise InputError(PUBMED_HELP if not shards.exists() else f"{shards}: {problem}; pass --corpus to build "
                              "the shards again")

@@ -526,6 +526,21 @@ def test_a_run_is_never_written_into_a_runs_checkpoints_or_shards(command, holds
     assert os.listdir(out) == [file]
 
 
+def test_another_runs_shards_are_never_rebuilt_under_its_checkpoints(good_text, scivocab, tmp_path, capsys):
+    """--shards given a run's own shards folder with another --max-length and a --corpus: building them again would
+    leave that run's checkpoints without the shards they were trained on (its --resume then refused, wrongly)."""
+    first = tmp_path / "first"
+    common = ["pretrain", "--preset", "tiny", "--vocab", scivocab, "--corpus", good_text, "--device", "cpu",
+              "--train-steps", "2", "--save-every", "2", "--batch-size", "2"]
+    assert run(capsys, *common, "--max-length", "32", "--out", first)[0] == 0
+    index = (first / "shards" / "index.json").read_bytes()
+    line = assert_one_line_error(run(capsys, *common, "--max-length", "64", "--shards", first / "shards", "--out",
+                                     tmp_path / "second"), first / "shards")
+    assert line.endswith(f"the checkpoints in {first.resolve() / 'checkpoints'} were trained on them; build new ones "
+                         "in another --shards folder")
+    assert (first / "shards" / "index.json").read_bytes() == index
+
+
 # ------------------------------------------------------------------------------------------------------- checkpoints
 @pytest.fixture(scope="module")
 def trained(shards, scivocab, tmp_path_factory):
