@@ -164,8 +164,8 @@ def prepare_inputs(args, max_length):
                              "resume with the run's own --preset and flags, or pass another --out")
         owner = shards.resolve().parent  # --shards given another run's folder: its checkpoints were trained on them
         if shards.exists() and owner != out.resolve() and latest_checkpoint(owner / "checkpoints"):
-            raise InputError(f"{shards}: {problem}, and the checkpoints in {owner / 'checkpoints'} were trained on them; "
-                             "build new ones in another --shards folder")
+            raise InputError(f"{shards}: {problem}, and the checkpoints in {owner / 'checkpoints'} were trained on "
+                             "them; build new ones in another --shards folder")
         if not args.corpus:
             raise InputError(PUBMED_HELP if not shards.exists() else f"{shards}: {problem}; pass --corpus to build "
                              "the shards again")
@@ -620,7 +620,8 @@ def predict(args):
         text = (raw.decode("utf-8") if isinstance(raw, bytes) else raw).removeprefix("\ufeff")  # a BOM is no text
     except UnicodeDecodeError as error:
         line = raw[:error.start].count(b"\n") + 1
-        raise InputError(f"{args.file or 'stdin'}:{line}: not UTF-8 text (byte {error.start}: {error.reason})") from None
+        raise InputError(f"{args.file or 'stdin'}:{line}: not UTF-8 text (byte {error.start}: "
+                         f"{error.reason})") from None
     if args.question is not None and not args.question.strip():
         raise InputError("--question: empty")
     if args.question:  # QA: the whole text is the passage; the top 5 answers with their probabilities
@@ -685,7 +686,7 @@ non_negative_float = ranged(float, lambda v: v >= 0, lambda v: True, "a number >
 probability_open = ranged(float, lambda v: v > 0, lambda v: v < 1, "a number in (0, 1), both ends excluded")
 fraction_below_one = ranged(float, lambda v: v >= 0, lambda v: v < 1, "a number in [0, 1)")
 fraction_up_to_one = ranged(float, lambda v: v > 0, lambda v: v <= 1, "a number in (0, 1]")
-# torch seeds are 64-bit and the runs derive others from them (seed * 1_000 + epoch, runtime.step_seed): 2^31 leaves room
+# torch seeds are 64-bit and the runs derive others from them (seed * 1_000 + epoch, runtime.step_seed): 2^31 is safe
 seed_value = ranged(int, lambda v: v >= 0, lambda v: v < 2 ** 31, "a whole number from 0 to 2147483647")
 # at least [CLS] a token [SEP] plus ELECTRA's random shorter targets (randint(5, max_length)); at most the positions
 sequence_length = ranged(int, lambda v: v >= 5, lambda v: v <= MAX_POSITIONS, f"5 to {MAX_POSITIONS}, the "
@@ -805,7 +806,8 @@ def build_parser():
     add_corpus_flags(p, vocab_required=True)
     p.add_argument("--out", required=True, help="shard folder")
     p.add_argument("--max-length", type=sequence_length, default=512, help="tokens per example (default 512, the paper's)")
-    p.add_argument("--seed", type=seed_value, default=12345, help="seed for ELECTRA's random segment and length choices")
+    p.add_argument("--seed", type=seed_value, default=12345,
+                   help="seed for ELECTRA's random segment and length choices")
     p.set_defaults(run=prepare)
 
     p = commands.add_parser("vocab", help="train a WordPiece vocabulary on a corpus",

@@ -378,8 +378,8 @@ def test_qa_splits_pair_batches_with_their_golden_files(data_dir, tmp_path):
     assert {batch: len(golden) for batch, golden in splits["golden"].items()} == \
         {"1": 39, "2": 25, "3": 29, "4": 34, "5": 35}
     assert "5be48c39133db5eb7800001d" in splits["golden"]["1"]
-    with pytest.raises(InputError, match=r"^\S*7B1_golden.json: a BioASQ golden file .*; golden files and test batches go "
-                                         r"to finetune --eval-data or evaluate --golden$"):
+    with pytest.raises(InputError, match=r"^\S*7B1_golden.json: a BioASQ golden file .*; golden files and test "
+                                         r"batches go to finetune --eval-data or evaluate --golden$"):
         qa.qa_splits([data_dir / "qa" / "bioasq-7b"])  # every --data file is training data
     with pytest.raises(InputError, match=r"^\S*empty: no SQuAD-format training file$"):
         qa.qa_splits([tmp_path / "empty"])
