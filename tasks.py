@@ -556,7 +556,11 @@ def format_scores(scores):
     return "\n".join(lines)
 
 
-QA_WINDOWS = "a qa model reads Table 5's windows: 384 tokens, stride 128"
+def note_qa_windows(max_length):
+    """--max-length sizes NER/RE examples; a QA model reads Table 5's windows whatever it is given: say so."""
+    if max_length is not None:
+        print(f"note: --max-length {max_length} is for ner/re models; a qa model reads Table 5's windows: 384 tokens, "
+              "stride 128", file=sys.stderr)
 
 
 def evaluate_file(model_dir, path, batch_size=32, max_length=None, device_name="cpu", golden=None):
@@ -564,8 +568,8 @@ def evaluate_file(model_dir, path, batch_size=32, max_length=None, device_name="
     `max_length` (default 128); QA: a SQuAD file (EM/F1) or a BioASQ test batch with its `golden` file
     (SAcc/LAcc/MRR), in windows of 384 tokens, stride 128."""
     model, labels, task = load_finetuned(model_dir)
-    if task == "qa" and max_length is not None:
-        print(f"note: --max-length {max_length} is for ner/re models; {QA_WINDOWS}", file=sys.stderr)
+    if task == "qa":
+        note_qa_windows(max_length)
     if golden and task != "qa":
         raise InputError(f"--golden {golden}: scores a QA model's BioASQ test batch; {model_dir} is a {task} model")
     examples = read_examples(task, path, labels)

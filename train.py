@@ -625,8 +625,7 @@ def predict(args):
     if args.question is not None and not args.question.strip():
         raise InputError("--question: empty")
     if args.question:  # QA: the whole text is the passage; the top 5 answers with their probabilities
-        if args.max_length is not None:
-            print(f"note: --max-length {args.max_length} is for ner/re models; {tasks.QA_WINDOWS}", file=sys.stderr)
+        tasks.note_qa_windows(args.max_length)
         for rank, (answer, probability) in enumerate(tasks.predict_answers(args.model, args.question, text,
                                                                            device_name=args.device), 1):
             print(f"{rank}. {answer}\t{probability:.4f}")
