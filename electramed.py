@@ -543,7 +543,8 @@ def _read_weights(directory: Path) -> tuple[dict, Path]:
         try:
             return torch.load(bin_path, map_location="cpu", weights_only=True), bin_path
         except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:  # cut short, or not torch's
-            raise ValueError(f"{bin_path}: cannot be read as weights ({str(error).splitlines()[0][:120]})") from None
+            reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__  # empty file: EOFError
+            raise ValueError(f"{bin_path}: cannot be read as weights ({reason})") from None
     raise ValueError(f"{directory}: no pytorch_model.bin or model.safetensors")
 
 

@@ -188,7 +188,7 @@ def load_init(directory):
         if (read_hf_config(main)[1].get("architectures") or [""])[0] in ARCHITECTURES.values():
             model = load_finetuned(main)[0]
             return model.encoder, model.config, vocab, model
-        pretrained = load_pretrained(directory)
+        pretrained = load_pretrained(main)  # that network alone: a damaged generator/ does not stop fine-tuning
     except (ValueError, KeyError, OSError) as error:  # InputError included: one line, the file named
         raise InputError(str(error)) from None
     network = pretrained.discriminator if pretrained.discriminator is not None else pretrained.generator

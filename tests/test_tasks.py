@@ -147,6 +147,22 @@ def test_init_from_an_mlm_run_is_its_generator_encoder(tmp_path, scivocab):
     assert all(torch.equal(value, expected[key]) for key, value in encoder.state_dict().items())
 
 
+
+def test_init_needs_only_the_discriminator(tmp_path, scivocab):
+    """Fine-tuning starts from discriminator/: a generator/ cut short (or deleted to save space) does not matter."""
+    torch.manual_seed(0)
+    model = em.ElectraForPretraining(em.preset("tiny", vocab_size=31090, **em._special_ids(scivocab.parent)))
+    em.save_pretrained(model, tmp_path / "electramed-hf", vocab_path=scivocab)
+    weights = tmp_path / "electramed-hf" / "generator" / "pytorch_model.bin"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    encoder, config, vocab, _ = tasks.load_init(tmp_path / "electramed-hf")
+    assert vocab == tmp_path / "electramed-hf" / "discriminator" / "vocab.txt" and config.objective == "electra"
+    expected = model.discriminator.encoder.state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in encoder.state_dict().items())
+    (tmp_path / "electramed-hf" / "discriminator" / "pytorch_model.bin").write_bytes(b"")  # the one it needs
+    with pytest.raises(InputError, match="discriminator/pytorch_model.bin: cannot be read as weights"):
+        tasks.load_init(tmp_path / "electramed-hf")
+
 # ---------------------------------------------------------------------------------------------- layer-wise decay
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 def test_learning_rate_of_every_parameter(weight_decay):
@@ -510,13 +526,15 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
               ("predict", "--model", finetune_run, folder / "test.txt")]
     # each with the line it gives: what is wrong, and where
     broken_config, cut_weights, broken_init = tmp_path / "broken-config", tmp_path / "cut-weights", tmp_path / "bad-init"
-    for copy in (broken_config, cut_weights):
+    empty_weights = tmp_path / "empty-weights"
+    for copy in (broken_config, cut_weights, empty_weights):
         shutil.copytree(model_dir, copy)
     shutil.copytree(tiny_init, broken_init)
     for config_file in (broken_config / "config.json", broken_init / "discriminator" / "config.json"):
         config_file.write_text('{"model_type": "electra",\n bad')
     weights = (cut_weights / "pytorch_model.bin").read_bytes()
     (cut_weights / "pytorch_model.bin").write_bytes(weights[:len(weights) // 2])  # a copy cut short
+    (empty_weights / "pytorch_model.bin").write_bytes(b"")  # a copy that never started
     ner = ("finetune", "--task", "ner", "--data", folder)
     seeded, single = tmp_path / "seeded", tmp_path / "single"
     (seeded / "seed_0").mkdir(parents=True)
@@ -544,6 +562,8 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
             f"{broken_config / 'config.json'}:2: not valid JSON (Expecting property name",
             ("evaluate", "--model", cut_weights, "--data", folder / "test.txt"):
             f"{cut_weights / 'pytorch_model.bin'}: cannot be read as weights (",
+            ("evaluate", "--model", empty_weights, "--data", folder / "test.txt"):
+            f"{empty_weights / 'pytorch_model.bin'}: cannot be read as weights (EOFError)",
             ("evaluate", "--model", model_dir, "--data", folder / "test.txt", "--golden", latin1):
             f"--golden {latin1}: scores a QA model's BioASQ test batch; {model_dir} is a ner model",
             ("predict", "--model", model_dir, folder): f"{folder}: a folder, not a text file",
