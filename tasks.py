@@ -121,9 +121,10 @@ def build_model(task, encoder, config, labels):
 
 
 # -------------------------------------------------------------------------------------------------- saving, loading
-def save_finetuned(model, directory, labels, vocab_path):
+def save_finetuned(model, directory, labels, vocab_path, config=None):
     """A transformers directory (config.json with id2label/label2id, pytorch_model.bin, vocab.txt), written beside
-    and renamed into place: a crash never leaves a half-written model."""
+    and renamed into place: a crash never leaves a half-written model. The FinetuneConfig's example sizes go into
+    config.json as "electramed_windows": evaluate and predict read examples as the model was trained on them."""
     directory = Path(directory)
     task = next(task for task, head in (("ner", TokenTagger), ("re", SentenceClassifier), ("qa", SpanQA))
                 if isinstance(model, head))
@@ -131,6 +132,8 @@ def save_finetuned(model, directory, labels, vocab_path):
     if task != "qa":
         extra = {"id2label": {str(i): label for i, label in enumerate(labels)},
                  "label2id": {label: i for i, label in enumerate(labels)}}
+    if config is not None:
+        extra["electramed_windows"] = {key: getattr(config, key) for key in WINDOW_KEYS[task]}
     temporary = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     save_hf(model, model.config, ARCHITECTURES[task], temporary, vocab_path, extra)
@@ -323,6 +326,7 @@ class FinetuneConfig:
     max_eval_examples: int | None = None  # quick looks only: the first N dev/test examples (scores not comparable)
 
 
+WINDOW_KEYS = {"ner": ("max_length",), "re": ("max_length",), "qa": ("max_length", "doc_stride", "max_query_length")}
 DEFAULTS = {"ner": FinetuneConfig(), "re": FinetuneConfig(),
             "squad": FinetuneConfig(learning_rate=3e-5, batch_size=16, max_length=384, epochs=2),
             "bioasq": FinetuneConfig(learning_rate=5e-6, batch_size=16, max_length=384)}
@@ -513,7 +517,7 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
             print(f"epoch {epoch}: train loss {record['train_loss']:.4f}{dev_text}")
             if best is None or not dev or dev["f1"] > best[1]["f1"]:
                 best = (epoch, dev)
-                save_finetuned(model, out / "best", labels, vocab)
+                save_finetuned(model, out / "best", labels, vocab, config)
             if stop.requested:  # during the evaluation: the epoch is whole, the next one starts from its beginning
                 stop_with_checkpoint(stop, model, optimizer, step, epoch + 1, best, 0.0, labels, config, checkpoint)
         log.close()
@@ -556,25 +560,30 @@ def format_scores(scores):
     return "\n".join(lines)
 
 
-def note_qa_windows(max_length):
-    """--max-length sizes NER/RE examples; a QA model reads Table 5's windows whatever it is given: say so."""
-    if max_length is not None:
-        print(f"note: --max-length {max_length} is for ner/re models; a qa model reads Table 5's windows: 384 tokens, "
-              "stride 128", file=sys.stderr)
+def read_config(model_dir, task, batch_size, max_length=None) -> FinetuneConfig:
+    """The example sizes to read with a fine-tuned model: those it was trained with (config.json "electramed_windows",
+    save_finetuned), else Table 5's (a model made by transformers): NER/RE 128 pieces, QA windows of 384 with stride
+    128 and questions cut at 64. `max_length` replaces the NER/RE length; a QA model keeps its windows, and says so."""
+    recorded = (read_json_or_none(Path(model_dir) / "config.json") or {}).get("electramed_windows") or {}
+    config = replace(DEFAULTS["squad" if task == "qa" else task], batch_size=batch_size,
+                     **{key: int(recorded[key]) for key in WINDOW_KEYS[task] if key in recorded})
+    if task == "qa" and max_length is not None:
+        print(f"note: --max-length {max_length} is for ner/re models; this qa model reads the windows it was "
+              f"fine-tuned with: {config.max_length} tokens, stride {config.doc_stride}", file=sys.stderr)
+    elif max_length is not None:
+        config = replace(config, max_length=max_length)
+    return config
 
 
 def evaluate_file(model_dir, path, batch_size=32, max_length=None, device_name="cpu", golden=None):
     """Scores of a fine-tuned model on one data file; the file's labels must be the model's. NER/RE: examples of
-    `max_length` (default 128); QA: a SQuAD file (EM/F1) or a BioASQ test batch with its `golden` file
-    (SAcc/LAcc/MRR), in windows of 384 tokens, stride 128."""
+    `max_length` (default: the model's, read_config); QA: a SQuAD file (EM/F1) or a BioASQ test batch with its
+    `golden` file (SAcc/LAcc/MRR), in the model's windows."""
     model, labels, task = load_finetuned(model_dir)
-    if task == "qa":
-        note_qa_windows(max_length)
+    config = read_config(model_dir, task, batch_size, max_length)
     if golden and task != "qa":
         raise InputError(f"--golden {golden}: scores a QA model's BioASQ test batch; {model_dir} is a {task} model")
     examples = read_examples(task, path, labels)
-    config = FinetuneConfig(batch_size=batch_size, max_length=max_length or 128) if task != "qa" else \
-        replace(DEFAULTS["squad"], batch_size=batch_size)
     device = setup_runtime(device_name).device
     features = featurize(task, examples, WordPieceTokenizer(Path(model_dir) / "vocab.txt"), labels, config)
     if task == "qa" and not golden and not any(example.answers for example in examples):
@@ -589,20 +598,21 @@ def evaluate_file(model_dir, path, batch_size=32, max_length=None, device_name="
 WORD = re.compile(r"\w+(?:[-'/.]\w+)*|[^\w\s]")  # words as the NER corpora split them: "B-NHL", "(", "IL-2", "."
 
 
-def predict_lines(model_dir, lines, batch_size=32, max_length=128, device_name="cpu"):
+def predict_lines(model_dir, lines, batch_size=32, max_length=None, device_name="cpu"):
     """Raw text, one example per line -> NER: the line with entities marked [[entity]]/TYPE (the paper's Table 6
-    uses bold); RE: the predicted label, a TAB, the line."""
+    uses bold); RE: the predicted label, a TAB, the line. `max_length`: default the model's (read_config)."""
     model, labels, task = load_finetuned(model_dir)
+    if task == "qa":
+        raise InputError(f"{model_dir}: a question-answering model: give the question with --question")
     tokenizer = WordPieceTokenizer(Path(model_dir) / "vocab.txt")
-    config, device = FinetuneConfig(batch_size=batch_size, max_length=max_length), setup_runtime(device_name).device
+    max_length = read_config(model_dir, task, batch_size, max_length).max_length
+    device = setup_runtime(device_name).device
     model = model.to(device)
     if task == "re":
         examples = [(str(i), line, None) for i, line in enumerate(lines)]
         features = benchmarks.re_features(examples, tokenizer, labels, max_length)
         logits = predict_logits(model, features, batch_size, device)
         return [f"{labels[int(row.argmax())]}\t{line}" if line.strip() else "" for row, line in zip(logits, lines)]
-    if task != "ner":
-        raise InputError(f"{model_dir}: a question-answering model: give the question with --question")
     spans = [[m.span() for m in WORD.finditer(line)] for line in lines]
     sentences = [([line[a:b] for a, b in s], None) for line, s in zip(lines, spans)]
     features = benchmarks.ner_features(sentences, tokenizer, labels, max_length)
@@ -618,7 +628,7 @@ def predict_lines(model_dir, lines, batch_size=32, max_length=128, device_name="
     return marked
 
 
-def predict_answers(model_dir, question, passage, top=5, device_name="cpu"):
+def predict_answers(model_dir, question, passage, top=5, device_name="cpu", max_length=None):
     """The paper's Table 6 for QA: the `top` answers to `question` in `passage`, [(text, probability)] best first."""
     model, _, task = load_finetuned(model_dir)
     if task != "qa":
@@ -626,7 +636,8 @@ def predict_answers(model_dir, question, passage, top=5, device_name="cpu"):
     if not passage.strip():
         raise InputError("predict: the passage is empty")
     example = benchmarks.QAExample("question", question, passage, [])
-    config, device = DEFAULTS["squad"], setup_runtime(device_name).device
+    config = read_config(model_dir, task, DEFAULTS["squad"].batch_size, max_length)  # the model's windows
+    device = setup_runtime(device_name).device
     features = qa.qa_featurize([example], WordPieceTokenizer(Path(model_dir) / "vocab.txt"), config)
     logits = predict_logits(model.to(device), features, config.batch_size, device)
     nbest = qa.qa_decode([example], features, logits)["question"]

@@ -625,16 +625,16 @@ def predict(args):
     if args.question is not None and not args.question.strip():
         raise InputError("--question: empty")
     if args.question:  # QA: the whole text is the passage; the top 5 answers with their probabilities
-        tasks.note_qa_windows(args.max_length)
         for rank, (answer, probability) in enumerate(tasks.predict_answers(args.model, args.question, text,
-                                                                           device_name=args.device), 1):
+                                                                           device_name=args.device,
+                                                                           max_length=args.max_length), 1):
             print(f"{rank}. {answer}\t{probability:.4f}")
         return
     # one example per line, split at "\n" alone (\r\n too): str.splitlines would also cut at \f, \x85, U+2028, ...
     lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
     if not any(line.strip() for line in lines):
         raise InputError(f"{args.file or 'stdin'}: no text to predict on")
-    for line in tasks.predict_lines(args.model, lines, args.batch_size, args.max_length or 128, args.device):
+    for line in tasks.predict_lines(args.model, lines, args.batch_size, args.max_length, args.device):
         print(line)
 
 
@@ -898,8 +898,9 @@ def build_parser():
     p.add_argument("--golden", help="qa: the BioASQ golden file of the --data test batch (SAcc/LAcc/MRR); without "
                    "it a QA file is scored by its own answers (SQuAD EM/F1) (default: none)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="examples per forward pass")
-    p.add_argument("--max-length", type=sequence_length, help="word pieces per example, ner/re models (default 128; "
-                   "a qa model always reads Table 5's windows, 384 tokens with stride 128, and says so if given this)")
+    p.add_argument("--max-length", type=sequence_length, help="word pieces per example, ner/re models (default: the length "
+                   "the model was fine-tuned with, 128 if not recorded; a qa model always reads the windows it was "
+                   "fine-tuned with, Table 5's 384 tokens with stride 128 if not recorded, and says so if given this)")
     p.add_argument("--device", choices=["cpu", "cuda", "xla"], default="cpu", help="where to run")
     p.set_defaults(run=evaluate)
 
@@ -911,8 +912,9 @@ def build_parser():
                    "printed with their probabilities (default: none)")
     p.add_argument("--model", required=True, help="fine-tuned model directory")
     p.add_argument("--batch-size", type=positive_int, default=32, help="examples per forward pass")
-    p.add_argument("--max-length", type=sequence_length, help="word pieces per example, ner/re models (default 128; "
-                   "a qa model always reads Table 5's windows, 384 tokens with stride 128, and says so if given this)")
+    p.add_argument("--max-length", type=sequence_length, help="word pieces per example, ner/re models (default: the length "
+                   "the model was fine-tuned with, 128 if not recorded; a qa model always reads the windows it was "
+                   "fine-tuned with, Table 5's 384 tokens with stride 128 if not recorded, and says so if given this)")
     p.add_argument("--device", choices=["cpu", "cuda", "xla"], default="cpu", help="where to run")
     p.set_defaults(run=predict)
 

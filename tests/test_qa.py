@@ -474,10 +474,13 @@ def test_cli_finetune_evaluate_predict_qa(cli, tmp_path, data_dir, tiny_init):
     result = cli("evaluate", "--model", model, "--data", train)  # a file with answers: SQuAD EM/F1
     assert result.returncode == 0 and "EM/F1" in result.stdout, result.stderr[-2000:]
     assert "note: --max-length" not in result.stderr
-    # --max-length is NER/RE's: a QA model says that it reads Table 5's windows, and the scores are the same
+    # the windows it was fine-tuned with travel with the model; --max-length is NER/RE's: a QA model says that it
+    # reads its own windows, and the scores are the same
+    windows = json.loads((model / "config.json").read_text())["electramed_windows"]
+    assert windows == {"max_length": 128, "doc_stride": 128, "max_query_length": 64}
     windowed = cli("evaluate", "--model", model, "--data", train, "--max-length", 64)
-    assert windowed.stdout == result.stdout and "note: --max-length 64 is for ner/re models; a qa model reads Table " \
-        "5's windows: 384 tokens, stride 128\n" in windowed.stderr
+    assert windowed.stdout == result.stdout and "note: --max-length 64 is for ner/re models; this qa model reads " \
+        "the windows it was fine-tuned with: 128 tokens, stride 128\n" in windowed.stderr
     result = cli("predict", "--model", model, "--question", "Which syndrome is it?",
                      stdin="Acrokeratosis paraneoplastica (Bazex syndrome): report of a case.")
     assert result.returncode == 0, result.stderr[-2000:]

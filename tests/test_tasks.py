@@ -619,6 +619,27 @@ def test_predict_reads_stdin_as_strictly_as_a_file(tmp_path, tiny_init, monkeypa
         assert printed.startswith("Mutations") and printed.count("\n") == 1, printed
 
 
+def test_evaluate_and_predict_read_examples_as_the_model_was_trained(tmp_path, tiny_init, monkeypatch):
+    """The fine-tuning run's --max-length travels in config.json: evaluate and predict cut examples there unless
+    given another; a model saved without it (made by transformers) gets Table 5's 128."""
+    config = em.read_hf_config(tiny_init / "discriminator")[0]
+    labels, vocab = ["O", "B-Disease", "I-Disease"], tiny_init / "discriminator" / "vocab.txt"
+    model = tasks.build_model("ner", em.Encoder(config), config, labels)
+    tasks.save_finetuned(model, tmp_path / "trained", labels, vocab, tasks.FinetuneConfig(max_length=24))
+    tasks.save_finetuned(model, tmp_path / "elsewhere", labels, vocab)
+    saved = json.loads((tmp_path / "trained" / "config.json").read_text())
+    assert saved["electramed_windows"] == {"max_length": 24}
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "trained").num_labels == 3  # still theirs to read
+    write_ner(tmp_path / "test.txt", [(["BRCA1", "cancer", "."], ["O", "B-Disease", "O"])])
+    cut_at = []
+    real = benchmarks.ner_features
+    monkeypatch.setattr(benchmarks, "ner_features", lambda *args: cut_at.append(args[3]) or real(*args))
+    for model_dir, given in (("trained", None), ("trained", 40), ("elsewhere", None)):
+        tasks.evaluate_file(tmp_path / model_dir, tmp_path / "test.txt", max_length=given)
+        tasks.predict_lines(tmp_path / model_dir, ["BRCA1 cancer ."], max_length=given)
+    assert cut_at == [24, 24, 40, 40, 128, 128]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("torch_xla") is None and os.environ.get("CI") != "true",
                     reason="torch_xla is not installed (pip install -e '.[xla]')")
 @pytest.mark.slow
