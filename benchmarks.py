@@ -279,10 +279,11 @@ def _benchmark_lines(path):
 def read_ner(path, labels=None):
     """A `token label` file (space or TAB; blank line between sentences; -DOCSTART- skipped) -> [NerSentence].
     With `labels` (a fine-tuned model's), a tag outside them is an error naming file:line."""
-    sentences, words, tags, good_tags = [], [], [], set()
+    sentences, words, tags, good_tags, number, docstart = [], [], [], set(), 0, False
     for number, line in _benchmark_lines(path):
         line = line.rstrip("\r")
         columns = NER_COLUMNS.split(line.strip(" \t"))
+        docstart = docstart or columns[0] == "-DOCSTART-"
         if columns[0] == "-DOCSTART-" or not line.strip(" \t"):
             if words:
                 sentences.append(NerSentence(words, tags))
@@ -302,7 +303,8 @@ def read_ner(path, labels=None):
     if words:
         sentences.append(NerSentence(words, tags))
     if not sentences:
-        raise InputError(f"{path}: no sentences (empty file)")
+        raise InputError(f"{path}: no sentences (" + ("only -DOCSTART- and blank lines" if docstart else
+                                                      "only blank lines" if number > 1 or line else "empty file") + ")")
     return sentences
 
 
@@ -315,9 +317,9 @@ def read_re(path, labels=None):
     entities kept and marked `<< gene >>` / `[[ chemical ]]`; id = line number).
     """
     lines = [(number, line.rstrip("\r")) for number, line in _benchmark_lines(path)]
+    if not any(line.strip() for _, line in lines):
+        raise InputError(f"{path}: no examples ({'only blank lines' if len(lines) > 1 or lines[0][1] else 'empty file'})")
     lines = [(number, line) for number, line in lines if line.strip()]
-    if not lines:
-        raise InputError(f"{path}: no examples (empty file)")
     examples = []
     if lines[0][1].lstrip().startswith("{"):
         for number, line in lines:

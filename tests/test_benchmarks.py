@@ -193,10 +193,11 @@ def test_read_ner_rejects_malformed_lines(tmp_path, text, line, message):
         benchmarks.read_ner(path)
 
 
-@pytest.mark.parametrize("text", ["", "\n\n", "-DOCSTART- O\n\n"])
-def test_read_ner_rejects_empty_files(tmp_path, text):
+@pytest.mark.parametrize("text, why", [("", "empty file"), ("\n\n", "only blank lines"), ("\ufeff \n", "only blank lines"), (" ", "only blank lines"),
+                                       ("-DOCSTART- O\n\n", "only -DOCSTART- and blank lines")])
+def test_read_ner_rejects_empty_files(tmp_path, text, why):
     path = write(tmp_path / "empty.txt", text)
-    with raises_at(path, "no sentences"):
+    with raises_at(path, f"no sentences ({why})"):
         benchmarks.read_ner(path)
 
 
@@ -232,10 +233,11 @@ def test_read_re_rejects_malformed_rows(tmp_path, text, line, message):
         benchmarks.read_re(path)
 
 
-@pytest.mark.parametrize("text", ["", HEADER, "\ufeff\n\n", "\ufeffindex\tsentence\tlabel\r\n\r\n"])
-def test_read_re_rejects_empty_files(tmp_path, text):
+@pytest.mark.parametrize("text, why", [("", "(empty file)"), (HEADER, ""), ("\ufeff\n\n", "(only blank lines)"), ("\t", "(only blank lines)"),
+                                       ("\ufeffindex\tsentence\tlabel\r\n\r\n", "")])
+def test_read_re_rejects_empty_files(tmp_path, text, why):
     path = write(tmp_path / "empty.csv", text)
-    with raises_at(path, "no examples"):
+    with raises_at(path, "no examples " + why):
         benchmarks.read_re(path)
 
 
