@@ -465,6 +465,9 @@ def build_shards(corpus, vocab_path, out_dir, max_length=128, seed=12345, prepro
                 continue
             print(f"{out_dir / f'shard_{spec.index:05d}.bin'}: {problem}: building it again")
         todo.append(spec)
+    if done_shards:  # an earlier (killed) build's work: say so, a quick second run is no silent no-op
+        print(f"{out_dir}: {len(done_shards)} of {len(specs)} shards already built from this corpus with these "
+              "settings, reused")
     for stale in out_dir.glob("shard_*"):  # leftovers of another build (other corpus or settings) or of a kill
         number = re.match(r"shard_(\d+)\.", stale.name)
         if stale.is_file() and (stale.name.endswith((".partial", ".tmp")) or number and int(number[1]) >= len(specs)):
@@ -521,8 +524,9 @@ def read_index(out_dir):
     return index
 
 
-def shards_problem(out_dir, vocab_path, max_length, corpus=None, preprocess=None):
-    """Why out_dir is not a complete build for this vocabulary, length (and corpus, when given), or None.
+def shards_problem(out_dir, vocab_path, max_length, corpus=None, preprocess=None, seed=None):
+    """Why out_dir is not a complete build for this vocabulary, length (and corpus, preprocessing, packing seed, when
+    given), or None.
 
     Every shard's size and SHA-1 are checked against the index, so a cut or damaged .bin is never trained on."""
     try:
@@ -535,6 +539,8 @@ def shards_problem(out_dir, vocab_path, max_length, corpus=None, preprocess=None
         return f"built for --max-length {index['max_length']}, not {max_length}"
     if preprocess is not None and index["preprocess"] != preprocess:
         return f"built {'with' if index['preprocess'] else 'without'} --pubmed-preprocess"
+    if seed is not None and index["seed"] != seed:
+        return f"built with --seed {index['seed']}, not {seed}"
     if corpus is not None:
         now, then = source_files(corpus_files(corpus)), index["sources"]
         if now != then:

@@ -520,9 +520,16 @@ def run_folder_kind(out):
 def prepare(args):
     if not args.corpus:
         raise InputError("prepare needs --corpus: the text files or folders to pack")
+    if (Path(args.out) / "index.json").is_file():  # an earlier build there: say what becomes of it, as pretrain does
+        problem = data.shards_problem(args.out, args.vocab, args.max_length, args.corpus, args.pubmed_preprocess,
+                                      args.seed)
+        print(f"{args.out}: " + (f"{problem}: building the shards again" if problem else
+                                 "already built from this corpus with these settings"))
     index = data.build_shards(args.corpus, args.vocab, args.out, args.max_length, seed=args.seed,
                               preprocess=args.pubmed_preprocess, processes=args.processes)
-    print(f"{index['examples']} examples of length {index['max_length']} in {len(index['shards'])} shards -> {args.out}")
+    shards = len(index["shards"])
+    print(f"{index['examples']:,} examples of length {index['max_length']} in {shards} shard{'s' * (shards != 1)} "
+          f"-> {args.out}")
 
 
 def vocab(args):

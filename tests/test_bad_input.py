@@ -267,6 +267,22 @@ def test_a_bad_corpus_file(case, command, data_dir, scivocab, tmp_path, capsys):
     assert not out.exists()  # prepare: no shard cut short (.partial), and no empty folder, left behind
 
 
+def test_prepare_says_what_becomes_of_an_earlier_build(hoc, scivocab, tmp_path, capsys):
+    """Run again on the same --out: kept (said so), or built again with the reason, as pretrain says it."""
+    out = tmp_path / "shards"
+    args = ["prepare", "--corpus", *hoc[:3], "--vocab", scivocab, "--out", out, "--processes", "1", "--max-length", 64]
+    code, first, _, err = run(capsys, *args)
+    assert code == 0 and len(first.splitlines()) == 1 and first.endswith(f"-> {out}\n"), err[-2000:]
+    assert run(capsys, *args)[1] == (f"{out}: already built from this corpus with these settings\n{out}: 1 of 1 "
+                                     f"shards already built from this corpus with these settings, reused\n{first}")
+    for changed, why in (("--seed", "built with --seed 12345, not 7"), ("--max-length", "built for --max-length 64, "
+                                                                       "not 32")):
+        code, said, _, err = run(capsys, *args, changed, 7 if changed == "--seed" else 32)  # the last one counts
+        assert code == 0 and said.startswith(f"{out}: {why}: building the shards again\n"), (said, err[-2000:])
+        assert "reused" not in said
+        run(capsys, *args)  # back to the first build
+
+
 def test_the_good_versions_of_those_files_are_read(data_dir, tmp_path):
     """The control: the same real files without the fault read without an error, in the format they claim."""
     files = {"a.PubTator": "\n".join(pubtator(data_dir)) + "\n", "b.tsv": "\n".join(token_tag(data_dir)) + "\n",

@@ -166,7 +166,7 @@ def test_loader_is_deterministic_and_each_epoch_is_a_permutation(real_corpus, sc
     assert (np.concatenate(halves) == first.numpy()).all()
 
 
-def test_an_interrupted_build_is_detected_and_resumed(real_corpus, scivocab, tokenizer, tmp_path):
+def test_an_interrupted_build_is_detected_and_resumed(real_corpus, scivocab, tokenizer, tmp_path, capsys):
     clean = data.build_shards(real_corpus, scivocab, tmp_path / "clean", MAX_LENGTH, processes=1, unit_bytes=UNIT)
     out = tmp_path / "killed"
     data.build_shards(real_corpus, scivocab, out, MAX_LENGTH, processes=1, unit_bytes=UNIT)
@@ -179,12 +179,17 @@ def test_an_interrupted_build_is_detected_and_resumed(real_corpus, scivocab, tok
     with pytest.raises(InputError, match="index.json"):
         data.PretrainingData(out, 0, 3)
     kept = (out / "shard_00000.bin").stat().st_mtime_ns
+    capsys.readouterr()
     resumed = data.build_shards(real_corpus, scivocab, out, MAX_LENGTH, processes=1, unit_bytes=UNIT)
     assert (out / "shard_00000.bin").stat().st_mtime_ns == kept  # complete shards are reused, not rebuilt
+    assert capsys.readouterr().out == (f"{out}: {len(clean['shards']) - 1} of {len(clean['shards'])} shards already "
+                                       "built from this corpus with these settings, reused\n")
     assert resumed["shards"] == clean["shards"] and not list(out.glob("*.partial"))
     for shard in clean["shards"]:
         assert (out / shard["file"]).read_bytes() == (tmp_path / "clean" / shard["file"]).read_bytes()
     assert data.shards_problem(out, scivocab, MAX_LENGTH) is None and data.shards_problem(out, scivocab, 128) is not None
+    data.build_shards(real_corpus, scivocab, tmp_path / "seven", MAX_LENGTH, seed=7, processes=1, unit_bytes=UNIT)
+    assert data.shards_problem(tmp_path / "seven", scivocab, MAX_LENGTH, seed=12345) == "built with --seed 7, not 12345"
 
 
 def test_bad_corpus_files_name_the_file_and_line(tmp_path, scivocab):
