@@ -50,7 +50,8 @@ UNIT_BYTES = 4 << 20  # corpus bytes per shard: small enough for a useful progre
 
 # ---------------------------------------------------------------------------------------------------- reading corpora
 def corpus_files(paths):
-    """Every text file under the given files and folders, sorted so that a build is reproducible."""
+    """Every text file under the given files and folders, sorted by path: a build depends on which files it reads,
+    not on the order they were named in."""
     files = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -62,7 +63,7 @@ def corpus_files(paths):
             raise InputError(f"{path}: no such file or folder")
     if not files:
         raise InputError(f"{', '.join(map(str, paths))}: no text files found")
-    return files
+    return sorted(files, key=lambda file: str(file.resolve()))
 
 
 def split_sentences(text):
@@ -339,7 +340,7 @@ def shard_problem(path, expected_bytes, expected_sha1):
 def source_files(files):
     """What a build was made from, to tell a later run whether its corpus is the same: [{path, bytes, mtime_ns}]."""
     return [{"path": str(Path(f).resolve()), "bytes": os.stat(f).st_size, "mtime_ns": os.stat(f).st_mtime_ns}
-            for f in sorted(files, key=lambda f: str(Path(f).resolve()))]
+            for f in files]
 
 
 def ids_dtype(vocab_size):
@@ -445,7 +446,7 @@ def build_shards(corpus, vocab_path, out_dir, max_length=128, seed=12345, prepro
     out_dir = Path(out_dir)
     WordPieceTokenizer(vocab_path)  # fail early, with a clear message, on a bad vocabulary
     files = corpus_files(corpus)
-    created = not out_dir.exists()
+    created, had_index = not out_dir.exists(), (out_dir / "index.json").exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "index.json").unlink(missing_ok=True)  # until the build is complete again, it is not complete
     vocab_sha1 = file_digest(vocab_path)
@@ -468,6 +469,8 @@ def build_shards(corpus, vocab_path, out_dir, max_length=128, seed=12345, prepro
     if done_shards:  # an earlier (killed) build's work: say so, a quick second run is no silent no-op
         print(f"{out_dir}: {len(done_shards)} of {len(specs)} shards already built from this corpus with these "
               "settings, reused")
+    elif not had_index and any(out_dir.glob("shard_*.json")):  # (a complete build's replacement is said by callers)
+        print(f"{out_dir}: a stopped build's shards, of another corpus or settings: building them again")
     for stale in out_dir.glob("shard_*"):  # leftovers of another build (other corpus or settings) or of a kill
         number = re.match(r"shard_(\d+)\.", stale.name)
         if stale.is_file() and (stale.name.endswith((".partial", ".tmp")) or number and int(number[1]) >= len(specs)):
@@ -542,10 +545,13 @@ def shards_problem(out_dir, vocab_path, max_length, corpus=None, preprocess=None
     if seed is not None and index["seed"] != seed:
         return f"built with --seed {index['seed']}, not {seed}"
     if corpus is not None:
-        now, then = source_files(corpus_files(corpus)), index["sources"]
+        now, then = ({source["path"]: source for source in sources}
+                     for sources in (source_files(corpus_files(corpus)), index["sources"]))
         if now != then:
-            changed = len({tuple(s.values()) for s in now} ^ {tuple(s.values()) for s in then})
-            return f"built from other corpus files ({changed} file(s) added, removed or changed since)"
+            counts = {"added": len(now.keys() - then.keys()), "removed": len(then.keys() - now.keys()),
+                      "changed": sum(now[path] != then[path] for path in now.keys() & then.keys())}
+            return "built from other corpus files (" + ", ".join(f"{count} {what}" for what, count in counts.items()
+                                                                  if count) + " since)"
     for shard in index["shards"]:
         if problem := shard_problem(Path(out_dir) / shard["file"], shard["bytes"], shard["sha1"]):
             return f"{shard['file']} is {problem}" if problem == "missing" else f"{shard['file']}: {problem}"

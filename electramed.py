@@ -15,7 +15,6 @@ Modules: Embeddings -> Encoder (embeddings, projection, post-LN transformer laye
 """
 import json
 import math
-import pickle
 import shutil
 import warnings
 from dataclasses import dataclass, replace
@@ -541,10 +540,14 @@ def _read_weights(directory: Path) -> tuple[dict, Path]:
                 raise ValueError(f"{safetensors_path}: cannot be read as weights ({error})") from None
     if bin_path.is_file():
         try:
-            return torch.load(bin_path, map_location="cpu", weights_only=True), bin_path
-        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:  # cut short, or not torch's
-            reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__  # empty file: EOFError
-            raise ValueError(f"{bin_path}: cannot be read as weights ({reason})") from None
+            state = torch.load(bin_path, map_location="cpu", weights_only=True)
+        except Exception as error:  # cut short, or not torch's: unpickling a stray file raises almost anything
+            raise ValueError(f"{bin_path}: cannot be read as weights (not a complete torch.save file of tensors: "
+                             f"{type(error).__name__})") from None
+        if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+            raise ValueError(f"{bin_path}: cannot be read as weights (holds a {type(state).__name__}, not named "
+                             "tensors)")
+        return state, bin_path
     raise ValueError(f"{directory}: no pytorch_model.bin or model.safetensors")
 
 

@@ -297,7 +297,7 @@ def load_checkpoint(path, required=("model", "step")):
     """A checkpoint written by save_atomic -> its state dict; InputError (one line) for anything else."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: {'is a folder, not' if path.is_dir() else 'no such'} checkpoint file")
+        raise InputError(f"{path}: {'is a folder, not a' if path.is_dir() else 'no such'} checkpoint file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises many kinds (RuntimeError, EOFError, UnpicklingError, zipfile errors)

@@ -40,7 +40,7 @@ from electramed import (Embeddings, Encoder, Layer, dropout, init_weights, load_
                         read_hf_config, save_hf)
 from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, device_scalar, linear_schedule, load_checkpoint,
                      save_atomic, seed_everything, setup_runtime, step_seed, sync, to_cpu, xla_count)
-from tokenizer import InputError, WordPieceTokenizer
+from tokenizer import InputError, WordPieceTokenizer, read_vocab
 
 ARCHITECTURES = {"ner": "ElectraForTokenClassification", "re": "ElectraForSequenceClassification",
                  "qa": "ElectraForQuestionAnswering"}
@@ -172,6 +172,8 @@ def load_finetuned(directory):
         load_hf_weights(model, directory)
     except (ValueError, KeyError, OSError) as error:
         raise InputError(str(error)) from None
+    if (directory / "vocab.txt").is_file():  # (needed by evaluate and predict, which say so when it is missing)
+        check_vocab(directory / "vocab.txt", config)
     return model, labels, task
 
 
@@ -183,7 +185,10 @@ def load_init(directory):
     # save_pretrained's layout: discriminator/ + generator/, or generator/ alone for an "mlm" model
     main = next((directory / net for net in ("discriminator", "generator") if (directory / net).is_dir()), directory)
     if not (main / "config.json").is_file():
-        raise InputError(f"{directory}: not a model directory (no config.json)")
+        raise InputError(f"{main}: not a model directory (no config.json)")
+    if main.name == "generator" and (read_json_or_none(main / "config.json") or {}).get(
+            "electramed", {}).get("objective") == "electra":  # ELECTRA fine-tunes the discriminator, never this
+        raise InputError(f"{directory}: no discriminator/ (its generator/ is not what fine-tuning starts from)")
     vocab = main / "vocab.txt"
     if not vocab.is_file():
         raise InputError(f"{vocab}: not found (the model directory needs its WordPiece vocabulary)")
@@ -195,7 +200,15 @@ def load_init(directory):
     except (ValueError, KeyError, OSError) as error:  # InputError included: one line, the file named
         raise InputError(str(error)) from None
     network = pretrained.discriminator if pretrained.discriminator is not None else pretrained.generator
+    check_vocab(vocab, pretrained.config)
     return network.encoder, pretrained.config, vocab, None
+
+
+def check_vocab(vocab_path, config):
+    """A vocab.txt with more tokens than the embeddings have rows would index past them, mid-run."""
+    if (tokens := len(read_vocab(vocab_path))) > config.vocab_size:
+        raise InputError(f"{vocab_path}: {tokens} tokens, but the model's embeddings have {config.vocab_size} rows "
+                         "(it belongs with another model)")
 
 
 def set_dropout(model, config, p):
@@ -419,6 +432,7 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
         if not splits.get(name):
             raise InputError(f"{data_dir}: the {name} split is empty")
     encoder, model_config, vocab, init_model = load_init(init)
+    check_length(config.max_length, model_config, init)
     labels = benchmarks.label_list(splits["train"])  # "O" first, then sorted; they travel with the model
     if (task == "ner" and labels == ["O"]) or (task == "re" and set(labels) <= negative_label(labels)):
         raise InputError(f"{data_dir} (train): no {'entity tags, only O' if task == 'ner' else 'relation but ' + labels[0]}"
@@ -560,27 +574,35 @@ def format_scores(scores):
     return "\n".join(lines)
 
 
-def read_config(model_dir, task, batch_size, max_length=None) -> FinetuneConfig:
-    """The example sizes to read with a fine-tuned model: those it was trained with (config.json "electramed_windows",
-    save_finetuned), else Table 5's (a model made by transformers): NER/RE 128 pieces, QA windows of 384 with stride
-    128 and questions cut at 64. `max_length` replaces the NER/RE length; a QA model keeps its windows, and says so."""
-    recorded = (read_json_or_none(Path(model_dir) / "config.json") or {}).get("electramed_windows") or {}
+def read_config(model_dir, model, task, batch_size, max_length=None) -> FinetuneConfig:
+    """How to cut examples for a fine-tuned model: as it was trained (config.json "electramed_windows", written by
+    save_finetuned), else as Table 5 (a model made by transformers): NER/RE 128 pieces; QA windows of 384, stride 128,
+    questions cut at 64. `max_length` (--max-length) replaces the length, for QA the window."""
+    path = Path(model_dir) / "config.json"
+    recorded = (read_json_or_none(path) or {}).get("electramed_windows") or {}
+    if not isinstance(recorded, dict) or any(type(recorded.get(key, 1)) is not int or recorded.get(key, 1) < 1
+                                             for key in WINDOW_KEYS[task]):
+        raise InputError(f"{path}: electramed_windows is not a set of positive whole numbers ({recorded})")
     config = replace(DEFAULTS["squad" if task == "qa" else task], batch_size=batch_size,
-                     **{key: int(recorded[key]) for key in WINDOW_KEYS[task] if key in recorded})
-    if task == "qa" and max_length is not None:
-        print(f"note: --max-length {max_length} is for ner/re models; this qa model reads the windows it was "
-              f"fine-tuned with: {config.max_length} tokens, stride {config.doc_stride}", file=sys.stderr)
-    elif max_length is not None:
-        config = replace(config, max_length=max_length)
+                     **{key: recorded[key] for key in WINDOW_KEYS[task] if key in recorded})
+    config = replace(config, max_length=max_length or config.max_length)
+    check_length(config.max_length, model.config, model_dir)
     return config
+
+
+def check_length(max_length, model_config, model_dir):
+    """Examples longer than the position table would fail mid-run (transformers' ELECTRA may have fewer than 512)."""
+    if max_length > model_config.max_position_embeddings:
+        raise InputError(f"--max-length {max_length}: longer than the position table of {model_dir} "
+                         f"({model_config.max_position_embeddings} positions)")
 
 
 def evaluate_file(model_dir, path, batch_size=32, max_length=None, device_name="cpu", golden=None):
     """Scores of a fine-tuned model on one data file; the file's labels must be the model's. NER/RE: examples of
     `max_length` (default: the model's, read_config); QA: a SQuAD file (EM/F1) or a BioASQ test batch with its
-    `golden` file (SAcc/LAcc/MRR), in the model's windows."""
+    `golden` file (SAcc/LAcc/MRR), in windows of `max_length` (default: the model's)."""
     model, labels, task = load_finetuned(model_dir)
-    config = read_config(model_dir, task, batch_size, max_length)
+    config = read_config(model_dir, model, task, batch_size, max_length)
     if golden and task != "qa":
         raise InputError(f"--golden {golden}: scores a QA model's BioASQ test batch; {model_dir} is a {task} model")
     examples = read_examples(task, path, labels)
@@ -605,7 +627,7 @@ def predict_lines(model_dir, lines, batch_size=32, max_length=None, device_name=
     if task == "qa":
         raise InputError(f"{model_dir}: a question-answering model: give the question with --question")
     tokenizer = WordPieceTokenizer(Path(model_dir) / "vocab.txt")
-    max_length = read_config(model_dir, task, batch_size, max_length).max_length
+    max_length = read_config(model_dir, model, task, batch_size, max_length).max_length
     device = setup_runtime(device_name).device
     model = model.to(device)
     if task == "re":
@@ -628,17 +650,17 @@ def predict_lines(model_dir, lines, batch_size=32, max_length=None, device_name=
     return marked
 
 
-def predict_answers(model_dir, question, passage, top=5, device_name="cpu", max_length=None):
+def predict_answers(model_dir, question, passage, top=5, device_name="cpu", max_length=None, batch_size=16):
     """The paper's Table 6 for QA: the `top` answers to `question` in `passage`, [(text, probability)] best first."""
     model, _, task = load_finetuned(model_dir)
     if task != "qa":
         raise InputError(f"{model_dir}: --question needs a question-answering model, this one is {task}")
     if not passage.strip():
         raise InputError("predict: the passage is empty")
-    example = benchmarks.QAExample("question", question, passage, [])
-    config = read_config(model_dir, task, DEFAULTS["squad"].batch_size, max_length)  # the model's windows
+    example = benchmarks.QAExample("--question", question, passage, [])
+    config = read_config(model_dir, model, task, batch_size, max_length)
     device = setup_runtime(device_name).device
     features = qa.qa_featurize([example], WordPieceTokenizer(Path(model_dir) / "vocab.txt"), config)
     logits = predict_logits(model.to(device), features, config.batch_size, device)
-    nbest = qa.qa_decode([example], features, logits)["question"]
+    nbest = qa.qa_decode([example], features, logits)[example.id]
     return [(text, probability) for text, probability, _ in nbest[:top]]

@@ -520,11 +520,13 @@ def run_folder_kind(out):
 def prepare(args):
     if not args.corpus:
         raise InputError("prepare needs --corpus: the text files or folders to pack")
-    if (Path(args.out) / "index.json").is_file():  # an earlier build there: say what becomes of it, as pretrain does
-        problem = data.shards_problem(args.out, args.vocab, args.max_length, args.corpus, args.pubmed_preprocess,
-                                      args.seed)
-        print(f"{args.out}: " + (f"{problem}: building the shards again" if problem else
-                                 "already built from this corpus with these settings"))
+    folder = Path(args.out).parent  # a run's shards are the run's: its checkpoints were trained on them
+    if (kind := run_folder_kind(folder)) is not None:
+        raise InputError(f"{args.out}: inside {kind} ({folder}), whose shards they are; pass another --out")
+    check_run_folder(args.out, "packed shards (index.json)")
+    if (Path(args.out) / "index.json").is_file() and (problem := data.shards_problem(  # an earlier build: say why it
+            args.out, args.vocab, args.max_length, args.corpus, args.pubmed_preprocess, args.seed)):  # goes, as pretrain
+        print(f"{args.out}: {problem}: building the shards again")
     index = data.build_shards(args.corpus, args.vocab, args.out, args.max_length, seed=args.seed,
                               preprocess=args.pubmed_preprocess, processes=args.processes)
     shards = len(index["shards"])
@@ -632,9 +634,9 @@ def predict(args):
     if args.question is not None and not args.question.strip():
         raise InputError("--question: empty")
     if args.question:  # QA: the whole text is the passage; the top 5 answers with their probabilities
-        for rank, (answer, probability) in enumerate(tasks.predict_answers(args.model, args.question, text,
-                                                                           device_name=args.device,
-                                                                           max_length=args.max_length), 1):
+        answers = tasks.predict_answers(args.model, args.question, text, device_name=args.device,
+                                        max_length=args.max_length, batch_size=args.batch_size)
+        for rank, (answer, probability) in enumerate(answers, 1):
             print(f"{rank}. {answer}\t{probability:.4f}")
         return
     # one example per line, split at "\n" alone (\r\n too): str.splitlines would also cut at \f, \x85, U+2028, ...
@@ -905,9 +907,9 @@ def build_parser():
     p.add_argument("--golden", help="qa: the BioASQ golden file of the --data test batch (SAcc/LAcc/MRR); without "
                    "it a QA file is scored by its own answers (SQuAD EM/F1) (default: none)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="examples per forward pass")
-    p.add_argument("--max-length", type=sequence_length, help="word pieces per example, ner/re models (default: the length "
-                   "the model was fine-tuned with, 128 if not recorded; a qa model always reads the windows it was "
-                   "fine-tuned with, Table 5's 384 tokens with stride 128 if not recorded, and says so if given this)")
+    p.add_argument("--max-length", type=sequence_length, help="word pieces per example, for a qa model per window (default: "
+                   "what the model was fine-tuned with, recorded in its config.json; if not recorded, Table 5's: "
+                   "128, qa 384 with stride 128)")
     p.add_argument("--device", choices=["cpu", "cuda", "xla"], default="cpu", help="where to run")
     p.set_defaults(run=evaluate)
 
@@ -919,9 +921,9 @@ def build_parser():
                    "printed with their probabilities (default: none)")
     p.add_argument("--model", required=True, help="fine-tuned model directory")
     p.add_argument("--batch-size", type=positive_int, default=32, help="examples per forward pass")
-    p.add_argument("--max-length", type=sequence_length, help="word pieces per example, ner/re models (default: the length "
-                   "the model was fine-tuned with, 128 if not recorded; a qa model always reads the windows it was "
-                   "fine-tuned with, Table 5's 384 tokens with stride 128 if not recorded, and says so if given this)")
+    p.add_argument("--max-length", type=sequence_length, help="word pieces per example, for a qa model per window (default: "
+                   "what the model was fine-tuned with, recorded in its config.json; if not recorded, Table 5's: "
+                   "128, qa 384 with stride 128)")
     p.add_argument("--device", choices=["cpu", "cuda", "xla"], default="cpu", help="where to run")
     p.set_defaults(run=predict)
 

@@ -269,18 +269,42 @@ def test_a_bad_corpus_file(case, command, data_dir, scivocab, tmp_path, capsys):
 
 def test_prepare_says_what_becomes_of_an_earlier_build(hoc, scivocab, tmp_path, capsys):
     """Run again on the same --out: kept (said so), or built again with the reason, as pretrain says it."""
-    out = tmp_path / "shards"
-    args = ["prepare", "--corpus", *hoc[:3], "--vocab", scivocab, "--out", out, "--processes", "1", "--max-length", 64]
-    code, first, _, err = run(capsys, *args)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for path in hoc[:3]:
+        shutil.copyfile(path, corpus / path.name)
+    files, out = sorted(corpus.iterdir()), tmp_path / "shards"
+    args = ["--vocab", scivocab, "--out", out, "--processes", "1", "--max-length", 64]
+    code, first, _, err = run(capsys, "prepare", "--corpus", *files, *args)
     assert code == 0 and len(first.splitlines()) == 1 and first.endswith(f"-> {out}\n"), err[-2000:]
-    assert run(capsys, *args)[1] == (f"{out}: already built from this corpus with these settings\n{out}: 1 of 1 "
-                                     f"shards already built from this corpus with these settings, reused\n{first}")
-    for changed, why in (("--seed", "built with --seed 12345, not 7"), ("--max-length", "built for --max-length 64, "
-                                                                       "not 32")):
-        code, said, _, err = run(capsys, *args, changed, 7 if changed == "--seed" else 32)  # the last one counts
+    kept = f"{out}: 1 of 1 shards already built from this corpus with these settings, reused\n{first}"
+    assert run(capsys, "prepare", "--corpus", *files, *args)[1] == kept
+    assert run(capsys, "prepare", "--corpus", *files[::-1], *args)[1] == kept  # the same files, named in another order
+    for flag, value, why in (("--seed", 7, "built with --seed 12345, not 7"),
+                             ("--max-length", 32, "built for --max-length 64, not 32")):
+        code, said, _, err = run(capsys, "prepare", "--corpus", *files, *args, flag, value)  # the last one counts
         assert code == 0 and said.startswith(f"{out}: {why}: building the shards again\n"), (said, err[-2000:])
         assert "reused" not in said
-        run(capsys, *args)  # back to the first build
+        run(capsys, "prepare", "--corpus", *files, *args)  # back to the first build
+    with open(files[0], "a") as text:
+        text.write("One more sentence about a tumour.\n")
+    said = run(capsys, "prepare", "--corpus", *files, *args)[1]
+    assert said.startswith(f"{out}: built from other corpus files (1 changed since): building the shards again\n")
+    (out / "index.json").unlink()  # as a build stopped before its end leaves it; then run with another seed
+    said = run(capsys, "prepare", "--corpus", *files, *args, "--seed", 7)[1]
+    assert said.startswith(f"{out}: a stopped build's shards, of another corpus or settings: building them again\n")
+    # never into a run: a pre-training run's shards (its checkpoints were trained on them), a run or model folder
+    run_folder = tmp_path / "run"
+    (run_folder / "shards").mkdir(parents=True)
+    (run_folder / "config.json").write_text(json.dumps({"pretrain": {}}))
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps({"architectures": ["ElectraForPreTraining"]}))
+    for where, said in ((run_folder / "shards", f"{run_folder / 'shards'}: inside a pre-training run ({run_folder})"),
+                        (run_folder, f"{run_folder}: holds a pre-training run, not packed shards"),
+                        (tmp_path / "model", f"{tmp_path / 'model'}: holds a model directory, not packed shards")):
+        line = assert_one_line_error(run(capsys, "prepare", "--corpus", *files, *args[:2], "--out", where), where)
+        assert line.startswith(f"error: {said}"), line
+    assert sorted(path.name for path in run_folder.rglob("*")) == ["config.json", "shards"]
 
 
 def test_the_good_versions_of_those_files_are_read(data_dir, tmp_path):
@@ -400,7 +424,9 @@ def test_the_index_records_its_sources_and_a_new_corpus_is_a_rebuild(shards, hoc
     assert [s["path"] for s in index["sources"]] == [str(p.resolve()) for p in hoc[:60]]
     assert all(s["bytes"] == Path(s["path"]).stat().st_size for s in index["sources"])
     assert data.shards_problem(shards, scivocab, 64, hoc[:60], False) is None
-    assert "other corpus files (2 file(s)" in data.shards_problem(shards, scivocab, 64, hoc[1:61], False)
+    assert data.shards_problem(shards, scivocab, 64, hoc[1:61], False) == "built from other corpus files (1 added, " \
+        "1 removed since)"
+    assert data.shards_problem(shards, scivocab, 64, hoc[59::-1], False) is None  # the same files in another order
 
 
 def test_pretrain_with_a_new_corpus_into_an_old_folder_rebuilds_out_loud(hoc, tmp_path, capsys):

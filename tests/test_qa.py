@@ -474,13 +474,16 @@ def test_cli_finetune_evaluate_predict_qa(cli, tmp_path, data_dir, tiny_init):
     result = cli("evaluate", "--model", model, "--data", train)  # a file with answers: SQuAD EM/F1
     assert result.returncode == 0 and "EM/F1" in result.stdout, result.stderr[-2000:]
     assert "note: --max-length" not in result.stderr
-    # the windows it was fine-tuned with travel with the model; --max-length is NER/RE's: a QA model says that it
-    # reads its own windows, and the scores are the same
+    # the windows it was fine-tuned with travel with the model (the scores above read with them); --max-length
+    # sets another window length
     windows = json.loads((model / "config.json").read_text())["electramed_windows"]
     assert windows == {"max_length": 128, "doc_stride": 128, "max_query_length": 64}
-    windowed = cli("evaluate", "--model", model, "--data", train, "--max-length", 64)
-    assert windowed.stdout == result.stdout and "note: --max-length 64 is for ner/re models; this qa model reads " \
-        "the windows it was fine-tuned with: 128 tokens, stride 128\n" in windowed.stderr
+    windowed = cli("evaluate", "--model", model, "--data", train, "--max-length", 8)
+    assert windowed.returncode == 2 and "error: --max-length 8: no room for a passage after question" in windowed.stderr
+    windowed = cli("predict", "--model", model, "--question", "Which syndrome is it?", "--max-length", 8,
+                   stdin="Acrokeratosis paraneoplastica (Bazex syndrome): report of a case.")
+    assert windowed.stderr == "error: --max-length 8: no room for a passage after question --question (5 pieces), " \
+        "[CLS] and two [SEP]; use at least 68 (questions are cut at 64 pieces)\n"
     result = cli("predict", "--model", model, "--question", "Which syndrome is it?",
                      stdin="Acrokeratosis paraneoplastica (Bazex syndrome): report of a case.")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -535,6 +535,29 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
     weights = (cut_weights / "pytorch_model.bin").read_bytes()
     (cut_weights / "pytorch_model.bin").write_bytes(weights[:len(weights) // 2])  # a copy cut short
     (empty_weights / "pytorch_model.bin").write_bytes(b"")  # a copy that never started
+    stray_weights, list_weights, other_vocab, bad_windows = (tmp_path / name for name in (
+        "stray-weights", "list-weights", "other-vocab", "bad-windows"))
+    for copy in (stray_weights, list_weights, other_vocab, bad_windows):
+        shutil.copytree(model_dir, copy)
+    (stray_weights / "pytorch_model.bin").write_text("hello\n")
+    torch.save([1, 2], list_weights / "pytorch_model.bin")
+    with open(other_vocab / "vocab.txt", "a") as vocab:  # one word more than the embeddings have rows
+        vocab.write("zzz-one-more\n")
+    hf_config = json.loads((bad_windows / "config.json").read_text())
+    (bad_windows / "config.json").write_text(json.dumps({**hf_config, "electramed_windows": {"max_length": "abc"}}))
+    no_discriminator, big_vocab_init, no_disc_config = (tmp_path / name for name in (
+        "no-discriminator", "big-vocab-init", "no-disc-config"))
+    for copy in (no_discriminator, big_vocab_init, no_disc_config):
+        shutil.copytree(tiny_init, copy)
+    shutil.rmtree(no_discriminator / "discriminator")  # the ELECTRA run's generator is left: not fine-tuned
+    shutil.copyfile(other_vocab / "vocab.txt", big_vocab_init / "discriminator" / "vocab.txt")
+    (no_disc_config / "discriminator" / "config.json").unlink()
+    short = replace(config, max_position_embeddings=64)  # as a transformers ELECTRA may have
+    short_model, short_init = tmp_path / "short-model", tmp_path / "short-init"
+    tasks.save_finetuned(tasks.build_model("ner", em.Encoder(short), short, ["O", "B-Disease", "I-Disease"]),
+                         short_model, ["O", "B-Disease", "I-Disease"], tiny_init / "discriminator" / "vocab.txt")
+    em.save_hf(em.Discriminator(short), short, "ElectraForPreTraining", short_init,
+               tiny_init / "discriminator" / "vocab.txt")
     ner = ("finetune", "--task", "ner", "--data", folder)
     seeded, single = tmp_path / "seeded", tmp_path / "single"
     (seeded / "seed_0").mkdir(parents=True)
@@ -563,7 +586,28 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
             ("evaluate", "--model", cut_weights, "--data", folder / "test.txt"):
             f"{cut_weights / 'pytorch_model.bin'}: cannot be read as weights (",
             ("evaluate", "--model", empty_weights, "--data", folder / "test.txt"):
-            f"{empty_weights / 'pytorch_model.bin'}: cannot be read as weights (EOFError)",
+            f"{empty_weights / 'pytorch_model.bin'}: cannot be read as weights (not a complete torch.save file of "
+            "tensors: EOFError)",
+            ("evaluate", "--model", stray_weights, "--data", folder / "test.txt"):
+            f"{stray_weights / 'pytorch_model.bin'}: cannot be read as weights (not a complete torch.save file of "
+            "tensors: KeyError)",
+            ("predict", "--model", list_weights, folder / "test.txt"):
+            f"{list_weights / 'pytorch_model.bin'}: cannot be read as weights (holds a list, not named tensors)",
+            ("evaluate", "--model", other_vocab, "--data", folder / "test.txt"):
+            f"{other_vocab / 'vocab.txt'}: {config.vocab_size + 1} tokens, but the model's embeddings have "
+            f"{config.vocab_size} rows",
+            (*ner, "--init", big_vocab_init, "--out", out):
+            f"{big_vocab_init / 'discriminator' / 'vocab.txt'}: {config.vocab_size + 1} tokens, but the model's",
+            ("predict", "--model", bad_windows, folder / "test.txt"):
+            f"{bad_windows / 'config.json'}: electramed_windows is not a set of positive whole numbers",
+            (*ner, "--init", no_discriminator, "--out", out):
+            f"{no_discriminator}: no discriminator/ (its generator/ is not what fine-tuning starts from)",
+            (*ner, "--init", no_disc_config, "--out", out):
+            f"{no_disc_config / 'discriminator'}: not a model directory (no config.json)",
+            ("evaluate", "--model", short_model, "--data", folder / "test.txt", "--max-length", 100):
+            f"--max-length 100: longer than the position table of {short_model} (64 positions)",
+            (*ner, "--init", short_init, "--out", out, "--max-length", 100):
+            f"--max-length 100: longer than the position table of {short_init} (64 positions)",
             ("evaluate", "--model", model_dir, "--data", folder / "test.txt", "--golden", latin1):
             f"--golden {latin1}: scores a QA model's BioASQ test batch; {model_dir} is a ner model",
             ("predict", "--model", model_dir, folder): f"{folder}: a folder, not a text file",
