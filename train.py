@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 import data
+import inference
 import pubmed
 import qa
 import reproduce
@@ -614,10 +615,10 @@ def finetune(args):
 
 
 def evaluate(args):
-    task, scores = tasks.evaluate_file(args.model, args.data, args.batch_size, args.max_length, args.device,
+    task, scores = inference.evaluate_file(args.model, args.data, args.batch_size, args.max_length, args.device,
                                        args.golden)
     print(f"{task} model {args.model} on {args.data}:")
-    print(tasks.format_scores(scores))
+    print(inference.format_scores(scores))
 
 
 def predict(args):
@@ -634,7 +635,7 @@ def predict(args):
     if args.question is not None and not args.question.strip():
         raise InputError("--question: empty")
     if args.question:  # QA: the whole text is the passage; the top 5 answers with their probabilities
-        answers = tasks.predict_answers(args.model, args.question, text, device_name=args.device,
+        answers = inference.predict_answers(args.model, args.question, text, device_name=args.device,
                                         max_length=args.max_length, batch_size=args.batch_size)
         for rank, (answer, probability) in enumerate(answers, 1):
             print(f"{rank}. {answer}\t{probability:.4f}")
@@ -643,7 +644,7 @@ def predict(args):
     lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
     if not any(line.strip() for line in lines):
         raise InputError(f"{args.file or 'stdin'}: no text to predict on")
-    for line in tasks.predict_lines(args.model, lines, args.batch_size, args.max_length, args.device):
+    for line in inference.predict_lines(args.model, lines, args.batch_size, args.max_length, args.device):
         print(line)
 
 

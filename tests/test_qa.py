@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import benchmarks
+import inference
 import qa
 import tasks
 from tokenizer import InputError, WordPieceTokenizer
@@ -335,7 +336,7 @@ def test_tiny_model_overfits_20_questions(tmp_path, data_dir, tiny_init):
     lines = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 10 and max(line["dev_f1"] for line in lines) == result["dev"]["f1"]
     # predict (the paper's Table 6): the top answers with probabilities, best first
-    answers = tasks.predict_answers(tmp_path / "out" / "best", examples[0].question, examples[0].context)
+    answers = inference.predict_answers(tmp_path / "out" / "best", examples[0].question, examples[0].context)
     assert answers[0][0] == examples[0].answers[0][0] and len(answers) == 5
     assert answers[0][1] > answers[1][1] and sum(p for _, p in answers) <= 1.0 + 1e-9
 

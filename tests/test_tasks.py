@@ -21,6 +21,7 @@ import torch
 
 import electramed as em
 import benchmarks
+import inference
 import runtime
 import tasks
 from tokenizer import InputError
@@ -679,8 +680,8 @@ def test_evaluate_and_predict_read_examples_as_the_model_was_trained(tmp_path, t
     real = benchmarks.ner_features
     monkeypatch.setattr(benchmarks, "ner_features", lambda *args: cut_at.append(args[3]) or real(*args))
     for model_dir, given in (("trained", None), ("trained", 40), ("elsewhere", None)):
-        tasks.evaluate_file(tmp_path / model_dir, tmp_path / "test.txt", max_length=given)
-        tasks.predict_lines(tmp_path / model_dir, ["BRCA1 cancer ."], max_length=given)
+        inference.evaluate_file(tmp_path / model_dir, tmp_path / "test.txt", max_length=given)
+        inference.predict_lines(tmp_path / model_dir, ["BRCA1 cancer ."], max_length=given)
     assert cut_at == [24, 24, 40, 40, 128, 128]
 
 
