@@ -318,7 +318,8 @@ def read_re(path, labels=None):
     """
     lines = [(number, line.rstrip("\r")) for number, line in _benchmark_lines(path)]
     if not any(line.strip() for _, line in lines):
-        raise InputError(f"{path}: no examples ({'only blank lines' if len(lines) > 1 or lines[0][1] else 'empty file'})")
+        why = "only blank lines" if len(lines) > 1 or lines[0][1] else "empty file"
+        raise InputError(f"{path}: no examples ({why})")
     lines = [(number, line) for number, line in lines if line.strip()]
     examples = []
     if lines[0][1].lstrip().startswith("{"):
