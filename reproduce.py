@@ -11,8 +11,8 @@ early and the ETA is measured over a representative mix.
 
 Resumable: a job is finished once OUT/jobs/<benchmark>/seed_<k>/job.json exists (written atomically after
 tasks.finetune returns); a second run skips finished jobs and says so, a stopped run loses the job in progress only.
-OUT/reproduce.json pins the settings that make results comparable (model, data, epochs, example limits): a later run
-with other settings refuses to mix them. OUT/tables.md and OUT/tables.json are rewritten after every job.
+OUT/reproduce.json pins the settings that make results comparable (model path and weights' SHA-1, data, epochs, example
+limits): a later run with other settings refuses to mix them. OUT/tables.md and OUT/tables.json are rewritten after every job.
 """
 import json
 import os
@@ -113,7 +113,9 @@ def check_settings(out, settings):
     path = out / "reproduce.json"
     if path.is_file():
         before = json.loads(path.read_text())
-        changed = [f"{key} {before.get(key)} -> {value}" for key, value in settings.items() if before.get(key) != value]
+        changed = [("the weights at --init (another SHA-1: exported or pre-trained again since)" if key == "init_sha1"
+                    else f"{key} {before.get(key)} -> {value}") for key, value in settings.items()
+                   if before.get(key) != value and (key in before or key != "init_sha1")]  # (older runs lack it)
         if changed:
             raise InputError(f"{path}: {out} holds results made with other settings ({'; '.join(changed)}); use "
                              f"another --out, or the same settings to resume")
@@ -157,7 +159,8 @@ def reproduce(init, out, seeds=5, names=TASK_CHOICES, device="cpu", epochs=None,
     if not data_root.is_dir():
         raise InputError(f"{data_root}: no such data folder (set --data-root or ELECTRAMED_DATA)")
     tasks.load_init(init)  # a bad model directory fails now, not after hours of other jobs
-    settings = {"init": str(init.resolve()), "data_root": str(data_root.resolve()), "epochs": epochs,
+    settings = {"init": str(init.resolve()), "init_sha1": tasks.weights_digest(init),
+                "data_root": str(data_root.resolve()), "epochs": epochs,
                 "max_train_examples": max_train_examples, "max_eval_examples": max_eval_examples}
     check_settings(out, settings)
     jobs = [(name, k) for k in range(seeds) for name in expand(names)]

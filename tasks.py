@@ -32,7 +32,7 @@ from tqdm import tqdm
 import benchmarks
 import metrics
 import qa
-from data import read_json_or_none
+from data import file_digest, read_json_or_none
 from electramed import (Embeddings, Encoder, Layer, dropout, init_weights, load_hf_weights, load_pretrained,
                         read_hf_config, save_hf)
 from runtime import (AdamWeightDecay, MetricsLog, StopOnSignal, device_scalar, linear_schedule, load_checkpoint,
@@ -174,13 +174,27 @@ def load_finetuned(directory):
     return model, labels, task
 
 
+def network_folder(directory):
+    """The folder of the network fine-tuning starts from: save_pretrained's layout is discriminator/ + generator/,
+    or generator/ alone for an "mlm" model; anything else is one transformers directory."""
+    return next((directory / net for net in ("discriminator", "generator") if (directory / net).is_dir()), directory)
+
+
+def weights_digest(directory):
+    """SHA-1 of the weights fine-tuning from `directory` reads. Work on the same --init path is resumed or kept only
+    for the same weights: an export or `pretrain --resume` may have replaced the model there since."""
+    folder = network_folder(Path(directory))
+    weights = next((folder / name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).is_file()),
+                   None)
+    return file_digest(weights) if weights else None
+
+
 def load_init(directory):
     """(encoder, config, vocab.txt, fine-tuned model or None) to fine-tune from: a pre-trained directory (ours or any
     transformers ELECTRA discriminator) or a fine-tuned one (SQuAD -> BioASQ: its answer head is kept, see finetune)."""
     directory = Path(directory)
     check_model_folder(directory)
-    # save_pretrained's layout: discriminator/ + generator/, or generator/ alone for an "mlm" model
-    main = next((directory / net for net in ("discriminator", "generator") if (directory / net).is_dir()), directory)
+    main = network_folder(directory)
     if not (main / "config.json").is_file():
         raise InputError(f"{main}: not a model directory (no config.json)")
     if main.name == "generator" and (read_json_or_none(main / "config.json") or {}).get(
@@ -389,7 +403,11 @@ LOSS_READ_EVERY = 10  # steps between the progress bar's readings of the running
 
 
 def changed_settings(saved, now):
-    return ", ".join(f"{key} {saved.get(key)} -> {value}" for key, value in now.items() if saved.get(key) != value)
+    changed = {key: value for key, value in now.items() if saved.get(key) != value}
+    if "init" in changed:  # another path: its weights differ too, no need to say so
+        changed.pop("init_sha1", None)
+    return ", ".join("the weights at --init (another SHA-1)" if key == "init_sha1" else
+                     f"{key} {saved.get(key)} -> {value}" for key, value in changed.items())
 
 
 def train_step(model, optimizer, batch, lr, clip_norm):
@@ -423,9 +441,12 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     if not resume and (finished or checkpoint.is_file()):  # a new run would mix its files with the earlier one's
         raise InputError(f"{out}: holds a " + ("finished run (result.json); pass --resume to keep it" if finished else
                          "stopped run (checkpoint.pt); pass --resume to continue it") + ", or another --out")
+    digest = weights_digest(init) if Path(init).is_dir() else None  # (a bad --init is named by load_init below)
     if finished:  # the same data and model (wherever the command is run from) and the same settings, or refused
         where = {key: str(Path(finished.get(key, "")).resolve()) for key in ("data", "init")}
         now = {"data": str(data_dir.resolve()), "init": str(Path(init).resolve()), **asdict(config)}
+        if "init_sha1" in finished:  # (runs written before it was recorded have only the path)
+            where["init_sha1"], now["init_sha1"] = finished["init_sha1"], digest
         if changed := changed_settings({**where, **finished.get("finetune", {})}, now):
             raise InputError(f"{out / 'result.json'}: finished with other settings ({changed}); pass another --out")
         print(f"{out}: already finished (result.json); nothing to resume")
@@ -459,6 +480,8 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     where = {"task": started.get("task"),
              **{key: str(Path(started.get(key, "")).resolve()) for key in ("data", "init")}}
     now = {"task": task, "data": str(data_dir.resolve()), "init": str(Path(init).resolve())}
+    if "init_sha1" in started:  # the same path, other weights (an export or pretrain --resume wrote there since)
+        where["init_sha1"], now["init_sha1"] = started["init_sha1"], digest
     if state is not None and (state["labels"] != labels or state["finetune"] != asdict(config) or where != now):
         changed = (changed_settings(where, now) or changed_settings(state["finetune"], asdict(config))
                    or f"labels {state['labels']} -> {labels}")
@@ -467,7 +490,8 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     device = setup_runtime(device_name).device  # e.g. --device cuda without a GPU: an error before OUT is made
     out.mkdir(parents=True, exist_ok=True)  # ... before anything is written
     (out / "config.json").write_text(json.dumps({"task": task, "data": str(data_dir), "init": str(init),
-                                                 "finetune": asdict(config), "labels": labels}, indent=1) + "\n")
+                                                 "init_sha1": digest, "finetune": asdict(config), "labels": labels},
+                                                indent=1) + "\n")
     seed_everything(config.seed, device)
     model_config = set_dropout(encoder, model_config, config.dropout)
     model = build_model(task, encoder, model_config, labels)  # the head's init depends on the seed
@@ -542,8 +566,8 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
         model = load_finetuned(out / "best")[0].to(device)
         test = evaluate(task, model, examples["test"], features["test"], labels, config, device,
                         splits.get("golden"))[0] if examples["test"] else {}
-        result = {"task": task, "data": str(data_dir), "init": str(init), "seed": config.seed, "best_epoch": best[0],
-                  "labels": labels, "dev": best[1], "test": test, "finetune": asdict(config)}
+        result = {"task": task, "data": str(data_dir), "init": str(init), "init_sha1": digest, "seed": config.seed,
+                  "best_epoch": best[0], "labels": labels, "dev": best[1], "test": test, "finetune": asdict(config)}
         (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
         checkpoint.unlink(missing_ok=True)
     print(f"best epoch {best[0]}; test {score_text(test) if test else 'none'} -> {out / 'result.json'}")

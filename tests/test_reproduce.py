@@ -100,6 +100,13 @@ def test_ner_re_end_to_end_resumes_and_skips_finished_jobs(tmp_path, data_dir, t
     assert "4 of 4 jobs already finished, 0 to run" in capsys.readouterr().out
     assert train.main([*argv[:-len(QUICK)], "--epochs", "2"]) == 2  # other settings: refused, not mixed in
     assert "holds results made with other settings (epochs 1 -> 2" in capsys.readouterr().err
+    weights = tiny_init / "discriminator" / "pytorch_model.bin"  # the same --init path, other weights: refused too
+    state = torch.load(weights)
+    state = {name: tensor + 1 if tensor.is_floating_point() else tensor for name, tensor in state.items()}
+    torch.save(state, weights)
+    assert train.main(argv) == 2
+    assert "other settings (the weights at --init (another SHA-1: exported or pre-trained again since))" in \
+        capsys.readouterr().err
 
 
 def test_bioasq_runs_squad_first_and_reports_table_9(tmp_path, data_dir, tiny_init, capsys):

@@ -21,6 +21,7 @@ import torch
 
 import electramed as em
 import benchmarks
+import data
 import inference
 import runtime
 import tasks
@@ -364,8 +365,15 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_pa
     with pytest.raises(InputError, match=r"written with other settings \(init \S+/init -> \S+/whole/best\)"):
         tasks.finetune("ner", "NCBI-disease", tmp_path / "whole" / "best", tmp_path / "cut", config, splits=splits,
                        resume=True)
+    # ... and so does the same --init path holding other weights (an export or pretrain --resume wrote there since)
+    digest = tasks.weights_digest(tiny_init)
+    monkeypatch.setattr(tasks, "weights_digest", lambda init: "other")
+    with pytest.raises(InputError, match=r"written with other settings \(the weights at --init \(another SHA-1\)\)"):
+        tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, splits=splits, resume=True)
+    monkeypatch.undo()
     assert (tmp_path / "cut" / "checkpoint.pt").read_bytes() == saved
-    assert json.loads((tmp_path / "cut" / "config.json").read_text())["finetune"]["learning_rate"] == 1e-3  # kept
+    saved_config = json.loads((tmp_path / "cut" / "config.json").read_text())
+    assert saved_config["finetune"]["learning_rate"] == 1e-3 and saved_config["init_sha1"] == digest  # kept
     resumed = tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, splits=splits, resume=True)
     assert resumed["test"] == reference["test"] and resumed["dev"] == reference["dev"]
     assert ((tmp_path / "cut" / "metrics.jsonl").read_text() == (tmp_path / "whole" / "metrics.jsonl").read_text())
@@ -379,6 +387,24 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_pa
     with pytest.raises(InputError, match=r"result.json: finished with other settings \(data \S+/NCBI-disease -> "
                                          r"\S+/BC5CDR, epochs 3 -> 4\); pass another --out$"):
         tasks.finetune("ner", "BC5CDR", tiny_init, tmp_path / "cut", replace(config, epochs=4), resume=True)
+    monkeypatch.setattr(tasks, "weights_digest", lambda init: "other")
+    with pytest.raises(InputError, match=r"result.json: finished with other settings \(the weights at --init "):
+        tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, resume=True)
+
+
+def test_weights_digest_is_the_fine_tuned_networks(tmp_path, tiny_init):
+    """The SHA-1 of discriminator/'s weights: it changes when they do, not when the generator's do."""
+    init = tmp_path / "copy"
+    shutil.copytree(tiny_init, init)
+    digest = tasks.weights_digest(init)
+    assert digest == data.file_digest(init / "discriminator" / "pytorch_model.bin")
+    (init / "generator" / "pytorch_model.bin").write_bytes(b"")
+    assert tasks.weights_digest(init) == digest
+    state = torch.load(init / "discriminator" / "pytorch_model.bin")
+    name = next(iter(state))
+    state[name] = state[name] + 1
+    torch.save(state, init / "discriminator" / "pytorch_model.bin")
+    assert tasks.weights_digest(init) != digest
 
 
 def test_a_signal_during_the_dev_evaluation_saves_the_whole_epoch_and_resume_equals_an_uninterrupted_run(
