@@ -576,6 +576,9 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
               "answer found)" + (": Table 5's learning rates are for base; a small model needs a higher one (tiny: "
                                  "finetune --learning-rate 1e-3 --epochs 10, README 'What we measured on this 2-core "
                                  "CPU')" if config.learning_rate < 1e-3 else ""), file=sys.stderr)
+    if stop.requested:  # during the test: the run is whole (result.json), and the caller (reproduce) stops too
+        print(f"stopped after the run finished: {out} is complete", file=sys.stderr)
+        raise SystemExit(stop.exit_code)
     return result
 
 

@@ -433,6 +433,21 @@ def test_a_signal_during_the_dev_evaluation_saves_the_whole_epoch_and_resume_equ
     resumed = tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, splits=splits, resume=True)
     assert resumed["test"] == reference["test"] and resumed["dev"] == reference["dev"]
     assert (tmp_path / "cut" / "metrics.jsonl").read_text() == (tmp_path / "whole" / "metrics.jsonl").read_text()
+    # a signal while the test set is scored (the last evaluation): the run finishes, then it stops (reproduce too)
+    calls = []
+
+    def interrupted_test(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == config.epochs + 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "evaluate", interrupted_test)
+    with pytest.raises(SystemExit) as stopped:
+        tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "last", config, splits=splits)
+    assert stopped.value.code == 130 and len(calls) == config.epochs + 1
+    assert json.loads((tmp_path / "last" / "result.json").read_text())["test"] == reference["test"]
+    assert not (tmp_path / "last" / "checkpoint.pt").exists()
 
 
 # ---------------------------------------------------------------------------------------------------- the CLI
