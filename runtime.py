@@ -263,10 +263,21 @@ def save_atomic(obj, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(temporary, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as error:  # torch wraps a full disk, or a second Ctrl-C, in a RuntimeError of its own
+        temporary.unlink(missing_ok=True)
+        chain = [error, error.__cause__, error.__context__]
+        if any(isinstance(link, KeyboardInterrupt) for link in chain):
+            raise KeyboardInterrupt from None  # a second Ctrl-C while saving: stop at once (exit 130)
+        cause = next((link for link in chain if isinstance(link, OSError)), None)
+        if cause is not None or isinstance(error, RuntimeError):  # train.main prints the path and why, in one line
+            raise OSError(getattr(cause, "errno", None), cause.strerror if cause else str(error).splitlines()[0],
+                          str(path)) from None
+        raise
     os.replace(temporary, path)
     fsync_directory(path.parent)
 

@@ -973,16 +973,25 @@ def main(argv=None):
         with run_folder_lock(args.out) if locked else nullcontext():
             return args.run(args) or 0  # a stopped pre-training run returns 130 / 143
     except InputError as error:
+        close_progress_bars()
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # the file system refused (disk full, permissions): the path, not a traceback
         if error.filename is None:
             raise
+        close_progress_bars()
         print(f"error: {error.filename}: {error.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (building the vocabulary or shards)
+        close_progress_bars()
         print("error: interrupted; nothing half-written is trusted by the next run", file=sys.stderr)
         return 130
+
+
+def close_progress_bars():
+    """Close the bars an error left open, so that the error line starts a line of its own."""
+    for bar in list(getattr(tqdm, "_instances", ())):  # tqdm's registry of open bars
+        bar.close()
 
 
 if __name__ == "__main__":

@@ -895,6 +895,33 @@ def assert_same_run(whole, resumed):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("failure", ["disk full", "a second Ctrl-C"])
+def test_a_checkpoint_save_that_fails_is_one_line_and_leaves_no_temporary(failure, shards, scivocab, tmp_path, capsys,
+                                                                         monkeypatch):
+    """torch.save wraps what stopped it in a RuntimeError of its own (inline_container.cc), after writing part of the
+    file: the path and the reason in one line (exit 2), or a stop at once (exit 130); no step_*.pt.tmp is left."""
+    import errno
+
+    def failing_save(obj, f, *args, **kwargs):
+        f.write(b"part of a checkpoint")
+        try:
+            if failure == "disk full":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise KeyboardInterrupt
+        except BaseException:
+            raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 22272 vs 22166")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    out = tmp_path / "run"
+    code, _, lines, err = run(capsys, *run_args(out, scivocab, shards, *STEPS))
+    assert "Traceback" not in err and len(lines) == 1, err[-3000:]
+    if failure == "disk full":
+        assert code == 2 and lines[0] == f"error: {out / 'checkpoints' / 'step_0000004.pt'}: No space left on device"
+    else:
+        assert code == 130 and lines[0].startswith("error: interrupted")
+    assert not list((out / "checkpoints").iterdir())
+
+
 @pytest.mark.parametrize("hook, step, code", [("SIGINT", 4, 130), ("SIGTERM", 1, 143)])
 def test_a_signal_stops_after_the_step_with_a_checkpoint_and_resume_equals_a_whole_run(
         hook, step, code, whole, shards, scivocab, tmp_path, capsys):
