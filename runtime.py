@@ -158,13 +158,17 @@ def setup_runtime(device_name):
         if chosen is None and os.environ.get("PJRT_DEVICE") == "CPU":
             print("--device xla: PJRT_DEVICE is not set and no TPU was found: using the XLA CPU device (slower than "
                   "--device cpu; set PJRT_DEVICE=TPU or CUDA to choose)")
+        try:  # the runtime starts here: a PJRT_DEVICE with no such hardware behind it fails now
+            count = xr.global_runtime_device_count()
+        except (RuntimeError, OSError) as error:  # e.g. TPU: "libtpu not found"; CUDA: "No PjRtPlugin registered"
+            raise InputError(f"--device xla: PJRT_DEVICE={chosen} cannot be started here "
+                             f"({str(error).strip().splitlines()[-1].split('. ')[0]}); unset it for the XLA CPU device") from None
         mesh = None
-        if xr.global_runtime_device_count() > 1:  # e.g. the 8 cores of a TPU v3-8, or CPU_NUM_DEVICES=2
+        if count > 1:  # e.g. the 8 cores of a TPU v3-8, or CPU_NUM_DEVICES=2
             import numpy as np
             import torch_xla.distributed.spmd as xs
 
             xr.use_spmd()  # must come before any XLA tensor exists
-            count = xr.global_runtime_device_count()
             mesh = xs.Mesh(np.arange(count), (count, 1), ("data", "model"))  # a 1-D data-parallel mesh
             print(f"SPMD over {count} XLA devices: one program, batch rows split over the 'data' mesh axis")
         return Runtime(torch_xla.device(), mesh=mesh)

@@ -3,6 +3,7 @@
 Each run is its own process: SPMD must be switched on before any XLA tensor exists, and torchrun starts its own.
 The two XLA runs compile 3-4 graphs of a few seconds each; they run side by side.
 """
+import importlib.util
 import json
 import os
 import socket
@@ -176,3 +177,17 @@ def test_torchrun_two_gloo_processes_equal_one_process_with_the_same_global_batc
     weights_two = torch.load(tmp_path / "two" / "checkpoints" / "step_0000005.pt", weights_only=False)["model"]
     for name in weights_one:
         torch.testing.assert_close(weights_one[name], weights_two[name], rtol=1e-5, atol=1e-6)
+
+
+@needs_xla
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is not None, reason="this machine has libtpu: PJRT_DEVICE=TPU "
+                    "may start")
+def test_a_pjrt_device_that_is_not_here_is_one_line(scivocab, shards, tmp_path):
+    """PJRT_DEVICE=TPU (or CUDA) on a machine without one: torch_xla raises when its runtime starts; one line, exit
+    2, and no run folder. (The quick start's note suggests setting it.)"""
+    out = tmp_path / "run"
+    done = subprocess.run(pretrain_command(out, scivocab, shards, "xla", "--train-steps", "1"), cwd=REPO,
+                          env={**os.environ, "PJRT_DEVICE": "TPU"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr == "error: --device xla: PJRT_DEVICE=TPU cannot be started here " \
+        "(libtpu not found); unset it for the XLA CPU device\n", done.stderr[-3000:]
+    assert not out.exists()
