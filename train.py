@@ -536,9 +536,8 @@ def prepare(args):
 
 
 def vocab(args):
-    folder = Path(args.out).parent  # a run's vocab.txt is the run's: its checkpoints were trained with that one
-    if (kind := run_folder_kind(folder)) is not None:
-        raise InputError(f"{args.out}: inside {kind} ({folder}), whose vocabulary it is; pass another --out")
+    if vocab_record(args.out) == Path(args.out):  # X.json is the record written beside the vocabulary
+        raise InputError(f"{args.out}: a .json name is the vocabulary's record; name the vocabulary X.txt")
     print(f"wrote {build_vocab(args.corpus, args.out, args.vocab_size)} tokens -> {args.out}")
 
 
@@ -961,11 +960,21 @@ def main(argv=None):
         args, unknown = parser.parse_known_args(argv)
         if unknown:  # said by the subcommand's parser, so that its line points at `train.py COMMAND --help`
             parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+        for name in ("out", "init", "model", "data", "vocab", "checkpoint", "shards", "eval_data", "golden", "corpus",
+                     "file", "data_root"):
+            values = getattr(args, name, None)
+            if any(isinstance(value, str) and not value.strip()  # "" would be the current folder, "."
+                   for value in (values if isinstance(values, list) else [values])):
+                parser.subcommands[args.command].error(f"--{name.replace('_', '-')}: an empty path (an unset "
+                                                       "shell variable?)")
     except SystemExit as exit:  # --help (0) or a bad flag (2, its one line already printed)
         return exit.code
     try:
         if getattr(args, "out", None):  # a bad --out fails now, before any work (and before anything is written)
             check_out(args.out, folder=args.command not in FILE_OUTPUTS)
+            folder = Path(args.out).parent  # a file in a run's folder is the run's (its vocab.txt: the checkpoints
+            if args.command in FILE_OUTPUTS and (kind := run_folder_kind(folder)) is not None:  # were trained with it)
+                raise InputError(f"{args.out}: inside {kind} ({folder}), whose files are its own; pass another --out")
             if args.command in RUN_FOLDERS:
                 check_run_folder(args.out, RUN_FOLDERS[args.command])
         # one run at a time in a run folder (under torchrun, rank 0 holds it for all)

@@ -109,6 +109,28 @@ def test_a_flag_another_command_takes_points_at_this_commands_help(tmp_path, cap
     assert line.endswith("(see: train.py reproduce --help)") and not list(tmp_path.iterdir())
 
 
+EMPTY_PATH_CASES = [("pretrain", "--out", ""), ("pretrain", "--corpus", " "),
+                    ("export", "--checkpoint", "c.pt", "--out", ""),
+                    ("finetune", "--task", "ner", "--data", "d", "--init", "", "--out", "o"),
+                    ("evaluate", "--model", "", "--data", "d"), ("predict", "--model", "m", ""),
+                    ("reproduce", "--init", "m", "--out", "r", "--data-root", "")]
+
+
+def test_vocab_out_is_never_its_own_record(good_text, tmp_path, capsys):
+    """vocab --out v.json: the record of what it was trained on (X.json beside X.txt) would overwrite it."""
+    line = assert_one_line_error(run(capsys, "vocab", "--corpus", good_text, "--out", tmp_path / "v.json"),
+                                 tmp_path / "v.json")
+    assert "a .json name is the vocabulary's record" in line and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("case", EMPTY_PATH_CASES, ids=[" ".join(c) for c in EMPTY_PATH_CASES])
+def test_an_empty_path_is_refused_while_parsing(case, tmp_path, capsys, monkeypatch):
+    """`--out "$OUT"` with OUT unset: "" is the current folder to pathlib, and pretrain wrote a run into it."""
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_line_error(run(capsys, *case), "an empty path (an unset shell variable?)")
+    assert line.endswith(f"(see: train.py {case[0]} --help)") and not list(tmp_path.iterdir())
+
+
 CROSS_FLAG_CASES = [  # valid one by one, wrong together: found before anything is read or written
     (["--max-length", "64", "--max-predictions", "65"], "--max-predictions 65"),
     (["--batch-size", "10", "--accumulation-steps", "3"], "--batch-size 10"),
@@ -672,9 +694,9 @@ def test_export_writes_the_checkpoints_weights_with_the_runs_vocabulary(trained,
     code, _, _, err = run(capsys, "export", "--checkpoint", checkpoint, "--out", tmp_path / "hf")  # again: replaced
     assert code == 0, err[-2000:]
     vocab = (trained / "vocab.txt").read_bytes() if (trained / "vocab.txt").exists() else None
-    line = assert_one_line_error(run(capsys, "vocab", "--corpus", scivocab, "--out", trained / "vocab.txt"),
-                                 trained / "vocab.txt")
-    assert "inside a pre-training run" in line
+    for command in (["vocab", "--corpus", scivocab], ["corpus", "--pubmed", "pubmed25n0001.xml.gz"]):  # nor corpus
+        line = assert_one_line_error(run(capsys, *command, "--out", trained / "vocab.txt"), trained / "vocab.txt")
+        assert "inside a pre-training run" in line
     assert ((trained / "vocab.txt").read_bytes() if (trained / "vocab.txt").exists() else None) == vocab
 
 
