@@ -120,8 +120,10 @@ def vocab_record(vocab):
 def vocab_problem(vocab, corpus, vocab_size):
     """Why a vocab.txt left in a run folder must not be reused (None: reuse it)."""
     record = data.read_json_or_none(vocab_record(vocab))
-    if not isinstance(record, dict) or record.get("sha1") != data.file_digest(vocab):
+    if not isinstance(record, dict):
         return f"no record ({vocab_record(vocab).name}) that a finished run wrote it (left by a stopped run?)"
+    if record.get("sha1") != data.file_digest(vocab):
+        return f"changed since its record ({vocab_record(vocab).name}) was written"
     if corpus and (record.get("vocab_size"), record.get("sources")) != (vocab_size,
                                                                          data.source_files(data.corpus_files(corpus))):
         return "trained on other corpus files or with another --vocab-size"
@@ -145,11 +147,12 @@ def prepare_inputs(args, max_length):
     if args.vocab:
         read_vocab(vocab)  # one line for a folder, a missing file, bad bytes, entries with spaces
     elif vocab.exists() and (problem := vocab_problem(vocab, args.corpus, args.vocab_size)):
-        if not args.corpus:
-            raise InputError(f"{vocab}: {problem}; pass --corpus to train it again")
         if latest_checkpoint(out / "checkpoints"):  # those were trained with it: never replace it under them
             raise InputError(f"{vocab}: {problem}, and the checkpoints in {out / 'checkpoints'} were trained with "
-                             "it; pass their corpus, or another --out")
+                             "it; " + ("put back the one they were trained with" if problem.startswith("changed")
+                                       else "pass their corpus") + ", or another --out")
+        if not args.corpus:
+            raise InputError(f"{vocab}: {problem}; pass --corpus to train it again")
         print(f"{vocab}: {problem}: training it again")
         vocab.unlink()
     if not vocab.exists():

@@ -481,6 +481,16 @@ def test_a_leftover_vocab_of_a_stopped_run_is_not_reused(hoc, tmp_path, capsys):
                              "--vocab-size", "600", "--train-steps", "1", "--processes", "1", "--batch-size", "2")
     assert code == 0 and "training it again" in stdout
     assert len((out / "vocab.txt").read_text().splitlines()) > 100
+    # edited since (two lines swapped): said so, and never trained again under the run's checkpoints
+    tokens = (out / "vocab.txt").read_text().splitlines()
+    tokens[100], tokens[101] = tokens[101], tokens[100]
+    (out / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    for corpus in ([], ["--corpus", *hoc[:20]]):
+        line = assert_one_line_error(run(capsys, "pretrain", "--preset", "tiny", "--out", out, "--resume", *corpus,
+                                         "--vocab-size", "600", "--train-steps", "2", "--batch-size", "2"),
+                                     out / "vocab.txt")
+        assert "changed since its record (vocab.json) was written, and the checkpoints in " in line
+        assert line.endswith("were trained with it; put back the one they were trained with, or another --out")
 
 
 FILE_OUT = ("vocab", "corpus")  # --out names a file; the other five commands' --out is a folder
