@@ -12,7 +12,8 @@ early and the ETA is measured over a representative mix.
 Resumable: a job is finished once OUT/jobs/<benchmark>/seed_<k>/job.json exists (written atomically after
 tasks.finetune returns); a second run skips finished jobs and says so, a stopped run loses the job in progress only.
 OUT/reproduce.json pins the settings that make results comparable (model path and weights' SHA-1, data, epochs, example
-limits): a later run with other settings refuses to mix them. OUT/tables.md and OUT/tables.json are rewritten after every job.
+limits): a later run with other settings refuses to mix them. OUT/tables.md and OUT/tables.json are rewritten after
+every job.
 """
 import json
 import os

@@ -161,8 +161,9 @@ def setup_runtime(device_name):
         try:  # the runtime starts here: a PJRT_DEVICE with no such hardware behind it fails now
             count = xr.global_runtime_device_count()
         except (RuntimeError, OSError) as error:  # e.g. TPU: "libtpu not found"; CUDA: "No PjRtPlugin registered"
-            raise InputError(f"--device xla: PJRT_DEVICE={chosen} cannot be started here "
-                             f"({str(error).strip().splitlines()[-1].split('. ')[0]}); unset it for the XLA CPU device") from None
+            reason = str(error).strip().splitlines()[-1].split(". ")[0]
+            raise InputError(f"--device xla: PJRT_DEVICE={chosen} cannot be started here ({reason}); unset it for the "
+                             "XLA CPU device") from None
         mesh = None
         if count > 1:  # e.g. the 8 cores of a TPU v3-8, or CPU_NUM_DEVICES=2
             import numpy as np
@@ -321,6 +322,10 @@ def load_checkpoint(path, required=("model", "step")):
     missing = [key for key in required if not isinstance(state, dict) or key not in state]
     if missing:
         raise InputError(f"{path}: not a checkpoint of this project (no {', '.join(missing)})")
+    # damage inside the zip's stored tensors goes unnoticed by torch.load; a NaN is never saved (the loops check)
+    if isinstance(state["model"], dict) and not all(torch.isfinite(tensor).all() for tensor in state["model"].values()
+                                                    if torch.is_tensor(tensor) and tensor.is_floating_point()):
+        raise InputError(f"{path}: damaged (weights that are not finite numbers)")
     return state
 
 

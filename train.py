@@ -910,9 +910,9 @@ def build_parser():
     p.add_argument("--golden", help="qa: the BioASQ golden file of the --data test batch (SAcc/LAcc/MRR); without "
                    "it a QA file is scored by its own answers (SQuAD EM/F1) (default: none)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="examples per forward pass")
-    p.add_argument("--max-length", type=sequence_length, help="word pieces per example, for a qa model per window (default: "
-                   "what the model was fine-tuned with, recorded in its config.json; if not recorded, Table 5's: "
-                   "128, qa 384 with stride 128)")
+    p.add_argument("--max-length", type=sequence_length, help="word pieces per example, for a qa model per window "
+                   "(default: what the model was fine-tuned with, recorded in its config.json; if not recorded, "
+                   "Table 5's: 128, qa 384 with stride 128)")
     p.add_argument("--device", choices=["cpu", "cuda", "xla"], default="cpu", help="where to run")
     p.set_defaults(run=evaluate)
 
@@ -924,9 +924,9 @@ def build_parser():
                    "printed with their probabilities (default: none)")
     p.add_argument("--model", required=True, help="fine-tuned model directory")
     p.add_argument("--batch-size", type=positive_int, default=32, help="examples per forward pass")
-    p.add_argument("--max-length", type=sequence_length, help="word pieces per example, for a qa model per window (default: "
-                   "what the model was fine-tuned with, recorded in its config.json; if not recorded, Table 5's: "
-                   "128, qa 384 with stride 128)")
+    p.add_argument("--max-length", type=sequence_length, help="word pieces per example, for a qa model per window "
+                   "(default: what the model was fine-tuned with, recorded in its config.json; if not recorded, "
+                   "Table 5's: 128, qa 384 with stride 128)")
     p.add_argument("--device", choices=["cpu", "cuda", "xla"], default="cpu", help="where to run")
     p.set_defaults(run=predict)
 

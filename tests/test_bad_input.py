@@ -644,6 +644,11 @@ def not_a_checkpoint(tmp_path, trained, case):
         torch.save(torch.zeros(3), path)
     elif case == "a HuggingFace state dict":
         torch.save(torch.load(good, weights_only=False)["model"], path)
+    elif case == "non-finite weights":  # what 0xff bytes written over a stored tensor read as: NaN
+        state = torch.load(good, weights_only=False)
+        name = sorted(state["model"])[-1]
+        state["model"][name].view(-1)[:16] = float("nan")
+        torch.save(state, path)
     elif case == "a config of another version":
         state = torch.load(good, weights_only=False)
         state["model_config"]["no_such_field"] = 1
@@ -652,7 +657,7 @@ def not_a_checkpoint(tmp_path, trained, case):
 
 
 CHECKPOINT_CASES = ["missing", "text file", "zero-filled", "truncated", "empty", "folder", "a dict without weights",
-                    "a bare tensor", "a HuggingFace state dict", "a config of another version"]
+                    "a bare tensor", "a HuggingFace state dict", "a config of another version", "non-finite weights"]
 
 
 @pytest.mark.parametrize("case", CHECKPOINT_CASES)
@@ -717,7 +722,7 @@ def test_export_with_a_vocabulary_of_another_size(trained, bert_vocab, tmp_path,
     assert not (tmp_path / "hf").exists()
 
 
-@pytest.mark.parametrize("case", ["zero-filled", "truncated"])
+@pytest.mark.parametrize("case", ["zero-filled", "truncated", "non-finite weights"])
 def test_resume_falls_back_from_a_damaged_newest_checkpoint(case, trained, shards, scivocab, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(trained, out)
