@@ -208,10 +208,12 @@ def qa_table(summary, seeds):
     """Paper Table 9 layout: a row per batch and metric, the paper's ELECTRAMed beside ours, and the average."""
     if not summary:
         return "No test scores: no test data was given.\n"
+    def cell(scores):  # one seed has no sample std: its score alone, as in Tables 7 and 8
+        return f"{100 * scores['mean']:.2f}" + (f" ± {100 * scores['std']:.2f}" if scores["std"] is not None
+                                                and seeds > 1 else "")
+
     if "em" in summary:
-        return (f"SQuAD v1.1, mean ± sample std over {seeds} seed(s): EM {100 * summary['em']['mean']:.2f} ± "
-                f"{100 * summary['em']['std']:.2f}, F1 {100 * summary['f1']['mean']:.2f} ± "
-                f"{100 * summary['f1']['std']:.2f}\n")
+        return f"SQuAD v1.1, mean ± sample std over {seeds} seed(s): EM {cell(summary['em'])}, F1 {cell(summary['f1'])}\n"
     lines = [f"BioASQ 7b factoid test batches in %, Table 9 layout; ours: mean ± sample std over {seeds} seed(s).", "",
              "| Batch | Metrics | ELECTRAMed (paper) | ours | difference |", "|---|---|---|---|---|"]
     rows = {**summary, "average": {key: {"mean": sum(s[key]["mean"] for s in summary.values()) / len(summary),
@@ -220,8 +222,7 @@ def qa_table(summary, seeds):
     for batch, scores in rows.items():
         paper = paper_average if batch == "average" and set(summary) == set(PAPER_BIOASQ) else PAPER_BIOASQ.get(batch)
         for row, (name, key) in enumerate((("SACC", "sacc"), ("LACC", "lacc"), ("MRR", "mrr"))):
-            mean, std = 100 * scores[key]["mean"], scores[key]["std"]
-            ours = f"{mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+            mean, ours = 100 * scores[key]["mean"], cell(scores[key])
             theirs, difference = (f"{paper[row]:.2f}", f"{mean - paper[row]:+.2f}") if paper else ("—", "—")
             lines.append(f"| {batch if row == 0 else ''} | {name} | {theirs} | {ours} | {difference} |")
     return "\n".join(lines) + "\n"

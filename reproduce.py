@@ -309,9 +309,10 @@ def qa_section(out, seeds, footnotes):
         if dev else {}
     if squad_dev:
         em, f1 = (squad_dev[key] for key in ("em", "f1"))
+        spread = len(dev) > 1  # one seed has no sample std
         lines += ["", f"SQuAD v1.1 step: dev EM/F1 of the kept epoch (ExpMRC subset), over {len(dev)} seed(s): "
-                      f"EM {100 * em['mean']:.2f} ± {100 * em['std']:.2f}, "
-                      f"F1 {100 * f1['mean']:.2f} ± {100 * f1['std']:.2f}"]
+                      f"EM {100 * em['mean']:.2f}" + (f" ± {100 * em['std']:.2f}" if spread else "") +
+                      f", F1 {100 * f1['mean']:.2f}" + (f" ± {100 * f1['std']:.2f}" if spread else "")]
     paper = {batch: dict(zip(("sacc", "lacc", "mrr"), (v / 100 for v in values)))
              for batch, values in qa.PAPER_BIOASQ.items()}
     return lines, {"seeds_finished": len(jobs), "ours": summary, "paper": paper, "squad_dev": squad_dev}
