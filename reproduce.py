@@ -29,6 +29,7 @@ import metrics
 import qa
 import tasks
 from data import write_json_atomic, write_text_atomic
+from runtime import setup_runtime
 from tokenizer import InputError
 
 DATA_ROOT = Path(os.environ.get("ELECTRAMED_DATA", Path(__file__).resolve().parent.parent / "shared" / "data"))
@@ -171,6 +172,7 @@ def reproduce(init, out, seeds=5, names=TASK_CHOICES, device="cpu", epochs=None,
     print(f"{len(done)} of {len(jobs)} jobs already finished, {len(jobs) - len(done)} to run")
     splits = {name: load_splits(name, data_root)  # bad data fails now, not hours later
               for name in dict.fromkeys(name for name, k in jobs if (name, k) not in done)}
+    setup_runtime(device)  # e.g. --device cuda without a GPU: refused before OUT holds anything
     if not (out / "reproduce.json").is_file():  # the inputs checked out: OUT's results are these settings' from now on
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "reproduce.json", settings)

@@ -581,7 +581,8 @@ def export(args):
             raise InputError(f"{found[0]}: not the vocabulary {args.checkpoint} was trained with (changed since); "
                              "pass --vocab with that one")
         print(f"vocabulary: {vocab} (the run's; --vocab to choose another)" if vocab else
-              f"note: no vocabulary found beside {run}: none copied (pass --vocab; finetune --init needs one)")
+              f"note: no vocabulary found for {args.checkpoint} (looked for {run / 'vocab.txt'} and its run's "
+              "config.json): none copied (pass --vocab; finetune --init needs one)")
     if vocab and len(read_vocab(vocab)) != config.vocab_size:
         raise InputError(f"{vocab}: {len(read_vocab(vocab))} tokens, but the checkpoint's embeddings have "
                          f"{config.vocab_size} rows (pass the vocabulary it was trained with)")
@@ -837,8 +838,9 @@ def build_parser():
 
     p.add_argument("--checkpoint", required=True, help="a step_*.pt file from a pre-training run")
     p.add_argument("--out", required=True, help="folder for discriminator/ and generator/")
-    p.add_argument("--vocab", help="vocab.txt to copy beside the weights (default: the run's, found where its "
-                   "config.json says or as OUT/vocab.txt, and checked against the checkpoint's record of it)")
+    p.add_argument("--vocab", help="vocab.txt to copy beside the weights (default: the run's, found where the run "
+                   "folder's config.json says or as RUN/vocab.txt, RUN being the folder above checkpoints/; checked "
+                   "against the checkpoint's record of it)")
     p.set_defaults(run=export)
 
     p = commands.add_parser("corpus", help="PubMed baseline XML -> pre-training text (the paper's corpus)",

@@ -178,3 +178,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, data_dir, tin
                        "--tasks", "ncbi", "--seeds", "1"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {wrong_root / 'ner/NCBI-disease'}: no such folder"
     assert not out.exists()
+    if not torch.cuda.is_available():  # the device is checked before reproduce.json is written
+        assert train.main(["reproduce", "--init", str(tiny_init), "--out", str(out), "--data-root", str(data_dir),
+                           "--tasks", "ncbi", "--seeds", "1", "--device", "cuda"]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == "error: --device cuda: no CUDA device is visible " \
+            "to torch"
+        assert not out.exists()
