@@ -563,6 +563,10 @@ def check_resumable(state, model_config, vocab_sha1, path):
 def export(args):
     from electramed import ElectraConfig
 
+    owner, run = Path(args.out).resolve().parent, Path(args.checkpoint).resolve().parent.parent
+    if run_folder_kind(owner) == RUN_FOLDERS["pretrain"] and owner != run:  # e.g. its electramed-hf/
+        raise InputError(f"{args.out}: inside another pre-training run ({owner}), whose model it holds; pass another "
+                         "--out")
     state = load_checkpoint(args.checkpoint, ("model", "model_config", "step"))
     try:
         config = ElectraConfig(**state["model_config"])
@@ -572,7 +576,6 @@ def export(args):
         raise InputError(f"{args.checkpoint}: not a checkpoint of this model ({str(error).splitlines()[0][:120]})")
     vocab, trained_with = args.vocab, state.get("vocab_sha1")  # the digest of the vocabulary the run trained with
     if vocab is None:  # the run's own: a model folder without one can't be fine-tuned
-        run = Path(args.checkpoint).resolve().parent.parent
         recorded = (data.read_json_or_none(run / "config.json") or {}).get("vocab")
         found = [path for path in dict.fromkeys(map(Path, filter(None, (recorded, run / "vocab.txt"))))
                  if path.is_file()]
@@ -619,7 +622,7 @@ def finetune(args):
 
 def evaluate(args):
     task, scores = inference.evaluate_file(args.model, args.data, args.batch_size, args.max_length, args.device,
-                                       args.golden)
+                                           args.golden)
     print(f"{task} model {args.model} on {args.data}:")
     print(inference.format_scores(scores))
 
@@ -639,7 +642,7 @@ def predict(args):
         raise InputError("--question: empty")
     if args.question:  # QA: the whole text is the passage; the top 5 answers with their probabilities
         answers = inference.predict_answers(args.model, args.question, text, device_name=args.device,
-                                        max_length=args.max_length, batch_size=args.batch_size)
+                                            max_length=args.max_length, batch_size=args.batch_size)
         for rank, (answer, probability) in enumerate(answers, 1):
             print(f"{rank}. {answer}\t{probability:.4f}")
         return

@@ -709,6 +709,13 @@ def test_export_writes_the_checkpoints_weights_with_the_runs_vocabulary(trained,
     assert not (trained / "discriminator").exists() and sorted(os.listdir(fine_tuned)) == ["config.json"]
     code, _, _, err = run(capsys, "export", "--checkpoint", checkpoint, "--out", tmp_path / "hf")  # again: replaced
     assert code == 0, err[-2000:]
+    other_run = tmp_path / "other-run"  # but another run's export (its electramed-hf/) is never replaced
+    (other_run / "electramed-hf").mkdir(parents=True)
+    (other_run / "config.json").write_text(json.dumps({"pretrain": {}}))
+    line = assert_one_line_error(run(capsys, "export", "--checkpoint", checkpoint, "--out",
+                                     other_run / "electramed-hf"), other_run / "electramed-hf")
+    assert f"inside another pre-training run ({other_run})" in line
+    assert not list((other_run / "electramed-hf").iterdir())
     vocab = (trained / "vocab.txt").read_bytes() if (trained / "vocab.txt").exists() else None
     for command in (["vocab", "--corpus", scivocab], ["corpus", "--pubmed", "pubmed25n0001.xml.gz"]):  # nor corpus
         line = assert_one_line_error(run(capsys, *command, "--out", trained / "vocab.txt"), trained / "vocab.txt")
