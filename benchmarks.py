@@ -503,7 +503,8 @@ def task_splits(task, data_dir):
         if problem := _missing(data_dir, files, suffixes):
             raise InputError(problem)
         train = read_ner(files["train"])
-        tags = set(label_list(train))  # a dev/test tag the model never saw is an error (file:line), as for RE
+        tags = set(label_list(train))  # a dev/test tag the model never saw is an error (file:line), as for RE; one
+        tags = tags if len(tags) > 1 else None  # tag alone (only O) is nothing to learn, which finetune says first
         return {"train": train, "dev": read_ner(files["dev"], tags), "test": read_ner(files["test"], tags)}
     if task == "re":
         suffixes = (".csv", ".tsv", ".txt")
@@ -519,7 +520,8 @@ def task_splits(task, data_dir):
             raise InputError(problem)
         else:
             train = read_re(files["train"])
-        labels = set(label_list(train))  # a dev/test label the model never saw is an error (file:line)
+        labels = set(label_list(train))  # a dev/test label the model never saw is an error (file:line); one label
+        labels = labels if len(labels) > 1 else None  # alone (only the negative) is finetune's "nothing to learn"
         return {"train": train, "dev": read_re(files["dev"], labels), "test": read_re(files["test"], labels)}
     # task "qa": qa.qa_splits (SQuAD / BioASQ files, test batches paired with their golden files)
     raise InputError(f"unknown task {task!r} (expected ner or re)")

@@ -606,6 +606,8 @@ def finetune(args):
     if args.eval_data and args.task != "qa":
         raise InputError("--eval-data: for --task qa only (ner and re score the dev and test files of the --data "
                          "folder)")
+    if args.doc_stride is not None and args.task != "qa":  # a NER sentence's windows overlap by half (benchmarks.py)
+        raise InputError("--doc-stride: for --task qa only (the stride between a passage's windows)")
     out = Path(args.out)  # one layout per folder: OUT/seed_K/ with --seeds, OUT/result.json without
     if ((out / "seed_0").is_dir() if args.seeds == 1 else (out / "result.json").is_file() or
             (out / "checkpoint.pt").is_file()):

@@ -607,11 +607,12 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
     (single / "result.json").write_text("{}")
     only_o, only_false = tmp_path / "only-o", small_re_folder(data_dir, tmp_path / "only-false")
     only_o.mkdir()
-    for name in ("train", "dev", "test"):  # a label set with nothing to find: every tag O, every relation "false"
-        write_ner(only_o / f"{name}.txt", [(words, ["O"] * len(words)) for words, _ in sentences])
+    for name in ("train", "dev", "test"):  # a train split with nothing to learn: every tag O, every relation
+        nothing = name == "train"  # "false" (dev and test keep theirs: the train split is named, not a dev line)
+        write_ner(only_o / f"{name}.txt", [(words, ["O"] * len(words) if nothing else tags) for words, tags in sentences])
         rows = (only_false / f"{name}.tsv").read_text().splitlines()
-        (only_false / f"{name}.tsv").write_text("\n".join([rows[0]] + [row.rsplit("\t", 1)[0] + "\tfalse"
-                                                                        for row in rows[1:]]) + "\n")
+        (only_false / f"{name}.tsv").write_text("\n".join([rows[0]] + [row.rsplit("\t", 1)[0] + "\tfalse" if nothing
+                                                                        else row for row in rows[1:]]) + "\n")
     said = {("finetune", "--task", "ner", "--data", only_o, "--init", tiny_init, "--out", out):
             f"{only_o} (train): no entity tags, only O: nothing to learn",
             ("finetune", "--task", "re", "--data", only_false, "--init", tiny_init, "--out", out):
@@ -621,6 +622,7 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
             (*ner, "--init", tmp_path / "nowhere", "--out", out): f"{tmp_path / 'nowhere'}: no such folder",
             (*ner, "--init", folder / "train.txt", "--out", out): f"{folder / 'train.txt'}: a file, not a model folder",
             (*ner, "--init", tiny_init, "--out", out, "--eval-data", folder): "--eval-data: for --task qa only",
+            (*ner, "--init", tiny_init, "--out", out, "--doc-stride", 5): "--doc-stride: for --task qa only",
             (*ner, "--init", broken_init, "--out", out):
             f"{broken_init / 'discriminator' / 'config.json'}:2: not valid JSON (Expecting property name",
             ("evaluate", "--model", broken_config, "--data", folder / "test.txt"):
