@@ -393,10 +393,13 @@ def _worker_tokenizer(vocab_path):
 def _die_with_parent(parent_pid):
     """Pool initializer: a worker ends when the process that started it dies, so that killing `prepare` does not leave
     its workers running to the end. Linux: the kernel sends SIGKILL (prctl PR_SET_PDEATHSIG); elsewhere a thread
-    polls the parent's pid."""
+    polls the parent's pid. Ctrl-C reaches the whole process group: workers ignore it, the parent stops the pool (no
+    traceback from each worker)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1 (<linux/prctl.h>)
     else:

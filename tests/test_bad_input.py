@@ -890,6 +890,31 @@ def test_killing_prepare_kills_its_workers(data_dir, scivocab, tmp_path):
     assert not (tmp_path / "shards" / "index.json").exists()
 
 
+def test_ctrl_c_in_prepare_is_one_line_from_the_parent_alone(data_dir, scivocab, tmp_path):
+    """The terminal sends Ctrl-C's SIGINT to the whole process group, workers included: they ignore it and the parent
+    stops the pool, so the user sees one line and exit 130, not a KeyboardInterrupt traceback from every worker."""
+    out = tmp_path / "shards"
+    parent = subprocess.Popen([sys.executable, str(REPO / "train.py"), "prepare", "--corpus", data_dir / "pretrain",
+                               "--vocab", scivocab, "--out", out, "--max-length", "64"], cwd=REPO,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline, working = time.time() + 300, set()
+    try:
+        while time.time() < deadline and parent.poll() is None and len(working) < 2:
+            workers = [pid for pid in children(parent.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            working |= {pid for pid in workers if writing_a_shard(pid)}
+            time.sleep(0.005)
+        assert len(working) == 2 and parent.poll() is None, "the two workers were not seen at work"
+        os.killpg(parent.pid, signal.SIGINT)  # what Ctrl-C does
+        _, stderr = parent.communicate(timeout=60)
+    finally:
+        for pid in children(parent.pid) + [pid for pid in working if alive(pid)]:
+            os.kill(pid, signal.SIGKILL)
+    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and not PROGRESS.search(line)]
+    assert parent.returncode == 130 and lines == ["error: interrupted; nothing half-written is trusted by the next "
+                                                  "run"], stderr[-3000:]
+    assert not (out / "index.json").exists() and not list(out.glob("*.partial"))
+
+
 HOOK = """
 import os, signal, sys, torch, train
 when, what = int(os.environ["HOOK_STEP"]), os.environ["HOOK"]
