@@ -25,6 +25,7 @@ import gzip
 import multiprocessing
 import os
 import shutil
+import signal
 import time
 import urllib.error
 import urllib.parse
@@ -215,7 +216,10 @@ def _report(count):
 
 
 def _init_worker(counter):
+    """Pool initializer. Ctrl-C reaches the whole process group: workers ignore it and the parent stops the pool, so
+    the user sees one line, not a traceback from every worker."""
     global _progress
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _progress = counter
 
 

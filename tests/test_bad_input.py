@@ -912,6 +912,7 @@ def test_ctrl_c_in_prepare_is_one_line_from_the_parent_alone(data_dir, scivocab,
     lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip() and not PROGRESS.search(line)]
     assert parent.returncode == 130 and lines == ["error: interrupted; nothing half-written is trusted by the next "
                                                   "run"], stderr[-3000:]
+    assert "Traceback" not in stderr and "PoolWorker" not in stderr, stderr[-3000:]  # not even after a bar
     assert not (out / "index.json").exists() and not list(out.glob("*.partial"))
 
 

@@ -142,6 +142,44 @@ def test_the_cli_prints_a_summary_and_a_malformed_file_is_one_line_exit_2_with_n
             assert said in done.stderr and not out2.exists()
 
 
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_while_two_workers_convert_is_one_line_from_the_parent(tmp_path):
+    """Ctrl-C's SIGINT goes to the whole process group: the workers ignore it, the parent stops the pool and says one
+    line (exit 130), and no corpus file is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def reading_xml(pid):  # a worker of `parent` with an input file open: started, past its initializer
+        try:
+            parent_pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            return parent_pid == parent.pid and any(os.readlink(fd).endswith(".xml") for fd in
+                                                    Path(f"/proc/{pid}/fd").iterdir())
+        except (OSError, ValueError):
+            return False
+
+    abstract = "Clonidine lowers blood pressure in rats. " * 20
+    files = [xml_file(tmp_path / f"pubmed25n000{n}.xml", *(article(n * 100_000 + i, "A title.", abstract)
+                                                          for i in range(20_000))) for n in (1, 2)]
+    out = tmp_path / "corpus.txt"
+    parent = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent.parent / "train.py"), "corpus",
+                               "--pubmed", *map(str, files), "--out", str(out), "--processes", "2"],
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and parent.poll() is None and sum(
+            reading_xml(int(pid.name)) for pid in Path("/proc").glob("[0-9]*")) < 2:
+        time.sleep(0.01)
+    assert parent.poll() is None, "the run ended before both workers were seen reading"
+    os.killpg(parent.pid, signal.SIGINT)  # what Ctrl-C does
+    _, stderr = parent.communicate(timeout=60)
+    assert parent.returncode == 130 and "Traceback" not in stderr and "PoolWorker" not in stderr, stderr[-3000:]
+    assert stderr.endswith("\nerror: interrupted; nothing half-written is trusted by the next run\n") and \
+        stderr.count("error:") == 1, stderr[-3000:]  # the progress bar's lines above it are closed
+    assert not out.exists()
+
+
 def test_a_truncated_gzip_file_is_an_error_naming_it(tmp_path):
     whole = xml_file(tmp_path / "whole.xml.gz", article(1, "T.", "A."))
     cut = tmp_path / "cut.xml.gz"
