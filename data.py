@@ -50,8 +50,8 @@ UNIT_BYTES = 4 << 20  # corpus bytes per shard: small enough for a useful progre
 
 # ---------------------------------------------------------------------------------------------------- reading corpora
 def corpus_files(paths):
-    """Every text file under the given files and folders, sorted by path: a build depends on which files it reads,
-    not on the order they were named in."""
+    """Every text file under the given files and folders, once each, sorted by path: a build depends on which files
+    it reads, not on the order (or the number of times) they were named."""
     files = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -63,7 +63,7 @@ def corpus_files(paths):
             raise InputError(f"{path}: no such file or folder")
     if not files:
         raise InputError(f"{', '.join(map(str, paths))}: no text files found")
-    return sorted(files, key=lambda file: str(file.resolve()))
+    return sorted({str(file.resolve()): file for file in files}.values(), key=lambda file: str(file.resolve()))
 
 
 def split_sentences(text):
@@ -473,7 +473,8 @@ def build_shards(corpus, vocab_path, out_dir, max_length=128, seed=12345, prepro
         print(f"{out_dir}: {len(done_shards)} of {len(specs)} shards already built from this corpus with these "
               "settings, reused")
     elif not had_index and any(out_dir.glob("shard_*.json")):  # (a complete build's replacement is said by callers)
-        print(f"{out_dir}: a stopped build's shards, of another corpus or settings: building them again")
+        print(f"{out_dir}: a stopped build's shards cannot be reused (another corpus or settings, or damaged): "
+              "building them again")
     for stale in out_dir.glob("shard_*"):  # leftovers of another build (other corpus or settings) or of a kill
         number = re.match(r"shard_(\d+)\.", stale.name)
         if stale.is_file() and (stale.name.endswith((".partial", ".tmp")) or number and int(number[1]) >= len(specs)):
@@ -530,11 +531,12 @@ def read_index(out_dir):
     return index
 
 
-def shards_problem(out_dir, vocab_path, max_length, corpus=None, preprocess=None, seed=None):
+def shards_problem(out_dir, vocab_path, max_length, corpus=None, preprocess=None, seed=None, check_files=True):
     """Why out_dir is not a complete build for this vocabulary, length (and corpus, preprocessing, packing seed, when
     given), or None.
 
-    Every shard's size and SHA-1 are checked against the index, so a cut or damaged .bin is never trained on."""
+    Every shard's size and SHA-1 are checked against the index (unless `check_files` is False: the settings only), so
+    a cut or damaged .bin is never trained on."""
     try:
         index = read_index(out_dir)
     except InputError as error:
@@ -555,7 +557,7 @@ def shards_problem(out_dir, vocab_path, max_length, corpus=None, preprocess=None
                       "changed": sum(now[path] != then[path] for path in now.keys() & then.keys())}
             return "built from other corpus files (" + ", ".join(f"{count} {what}" for what, count in counts.items()
                                                                   if count) + " since)"
-    for shard in index["shards"]:
+    for shard in index["shards"] if check_files else []:
         if problem := shard_problem(Path(out_dir) / shard["file"], shard["bytes"], shard["sha1"]):
             return f"{shard['file']} is {problem}" if problem == "missing" else f"{shard['file']}: {problem}"
     return None

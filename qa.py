@@ -213,8 +213,10 @@ def qa_table(summary, seeds):
                                                 and seeds > 1 else "")
 
     if "em" in summary:
-        return f"SQuAD v1.1, mean ± sample std over {seeds} seed(s): EM {cell(summary['em'])}, F1 {cell(summary['f1'])}\n"
-    lines = [f"BioASQ 7b factoid test batches in %, Table 9 layout; ours: mean ± sample std over {seeds} seed(s).", "",
+        over = "one seed" if seeds == 1 else f"mean ± sample std over {seeds} seeds"
+        return f"SQuAD v1.1, {over}: EM {cell(summary['em'])}, F1 {cell(summary['f1'])}\n"
+    over = "one seed" if seeds == 1 else f"mean ± sample std over {seeds} seeds"
+    lines = [f"BioASQ 7b factoid test batches in %, Table 9 layout; ours: {over}.", "",
              "| Batch | Metrics | ELECTRAMed (paper) | ours | difference |", "|---|---|---|---|---|"]
     rows = {**summary, "average": {key: {"mean": sum(s[key]["mean"] for s in summary.values()) / len(summary),
                                          "std": None} for key in ("sacc", "lacc", "mrr")}}

@@ -236,10 +236,12 @@ def collect(out, seeds, name):
 
 
 def header(seeds, settings):
+    seed = tasks.FinetuneConfig.seed
+    over = f"one seed ({seed})" if seeds == 1 else f"mean ± sample std over {seeds} seeds (seed {seed} + k)"
     lines = ["# ELECTRAMed reproduction: the paper's Tables 7, 8 and 9", "",
-             f"Model: `{settings['init']}`. Data: `{settings['data_root']}`. Test-set scores in %; ours: mean ± "
-             f"sample std over {seeds} seed(s) (seed {tasks.FinetuneConfig.seed} + k); difference = ours − paper "
-             f"(ELECTRAMed, Miolo et al. 2021, mean of 5 seeds). Fine-tuning settings: the paper's Table 5."]
+             f"Model: `{settings['init']}`. Data: `{settings['data_root']}`. Test-set scores in %; ours: {over}; "
+             "difference = ours − paper (ELECTRAMed, Miolo et al. 2021, mean of 5 seeds). Fine-tuning settings: the "
+             "paper's Table 5."]
     limits = ("epochs", "max_train_examples", "max_eval_examples")
     quick = [f"--{key.replace('_', '-')} {settings[key]}" for key in limits if settings[key] is not None]
     if quick:

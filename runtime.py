@@ -161,9 +161,9 @@ def setup_runtime(device_name):
         try:  # the runtime starts here: a PJRT_DEVICE with no such hardware behind it fails now
             count = xr.global_runtime_device_count()
         except (RuntimeError, OSError) as error:  # e.g. TPU: "libtpu not found"; CUDA: "No PjRtPlugin registered"
-            reason = str(error).strip().splitlines()[-1].split(". ")[0]
-            raise InputError(f"--device xla: PJRT_DEVICE={chosen} cannot be started here ({reason}); unset it for the "
-                             "XLA CPU device") from None
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[-1].split(". ")[0]
+            raise InputError(f"--device xla: PJRT_DEVICE={os.environ.get('PJRT_DEVICE')} cannot be started here "
+                             f"({reason})" + ("; unset it for the XLA CPU device" if chosen else "")) from None
         mesh = None
         if count > 1:  # e.g. the 8 cores of a TPU v3-8, or CPU_NUM_DEVICES=2
             import numpy as np
@@ -279,9 +279,8 @@ def save_atomic(obj, path):
         if any(isinstance(link, KeyboardInterrupt) for link in chain):
             raise KeyboardInterrupt from None  # a second Ctrl-C while saving: stop at once (exit 130)
         cause = next((link for link in chain if isinstance(link, OSError)), None)
-        if cause is not None or isinstance(error, RuntimeError):  # train.main prints the path and why, in one line
-            raise OSError(getattr(cause, "errno", None), cause.strerror if cause else str(error).splitlines()[0],
-                          str(path)) from None
+        if cause is not None:  # e.g. a full disk: train.main prints the path and why, in one line
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from None
         raise
     os.replace(temporary, path)
     fsync_directory(path.parent)

@@ -184,9 +184,9 @@ def weights_digest(directory):
     """SHA-1 of the weights fine-tuning from `directory` reads. Work on the same --init path is resumed or kept only
     for the same weights: an export or `pretrain --resume` may have replaced the model there since."""
     folder = network_folder(Path(directory))
-    weights = next((folder / name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).is_file()),
-                   None)
-    return file_digest(weights) if weights else None
+    digests = [file_digest(folder / name) for name in ("model.safetensors", "pytorch_model.bin")
+               if (folder / name).is_file()]  # both, when both are there: either may be the one read
+    return "+".join(digests) or None
 
 
 def load_init(directory):
@@ -445,7 +445,7 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     if finished:  # the same data and model (wherever the command is run from) and the same settings, or refused
         where = {key: str(Path(finished.get(key, "")).resolve()) for key in ("data", "init")}
         now = {"data": str(data_dir.resolve()), "init": str(Path(init).resolve()), **asdict(config)}
-        if "init_sha1" in finished:  # (runs written before it was recorded have only the path)
+        if "init_sha1" in finished and digest:  # (older runs have only the path; a moved --init is not "other")
             where["init_sha1"], now["init_sha1"] = finished["init_sha1"], digest
         if changed := changed_settings({**where, **finished.get("finetune", {})}, now):
             raise InputError(f"{out / 'result.json'}: finished with other settings ({changed}); pass another --out")
@@ -480,7 +480,7 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     where = {"task": started.get("task"),
              **{key: str(Path(started.get(key, "")).resolve()) for key in ("data", "init")}}
     now = {"task": task, "data": str(data_dir.resolve()), "init": str(Path(init).resolve())}
-    if "init_sha1" in started:  # the same path, other weights (an export or pretrain --resume wrote there since)
+    if "init_sha1" in started and digest:  # the same path, other weights (an export or pretrain --resume since)
         where["init_sha1"], now["init_sha1"] = started["init_sha1"], digest
     if state is not None and (state["labels"] != labels or state["finetune"] != asdict(config) or where != now):
         changed = (changed_settings(where, now) or changed_settings(state["finetune"], asdict(config))
@@ -582,7 +582,7 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     return result
 
 
-# ---------------------------------------------------------------------------------------------- evaluate, predict
+# ------------------------------------------------------------------------------------------------ scores, in lines
 SCORE_NAMES = {"precision": "P", "recall": "R", "em": "EM", "f1": "F1", "sacc": "SAcc", "lacc": "LAcc", "mrr": "MRR"}
 
 

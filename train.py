@@ -148,9 +148,11 @@ def prepare_inputs(args, max_length):
         read_vocab(vocab)  # one line for a folder, a missing file, bad bytes, entries with spaces
     elif vocab.exists() and (problem := vocab_problem(vocab, args.corpus, args.vocab_size)):
         if latest_checkpoint(out / "checkpoints"):  # those were trained with it: never replace it under them
+            advice = ("put back the one they were trained with" if problem.startswith("changed") else
+                      f"pass --vocab {vocab} to use it as it is" if problem.startswith("no record") else
+                      "pass their corpus and --vocab-size")
             raise InputError(f"{vocab}: {problem}, and the checkpoints in {out / 'checkpoints'} were trained with "
-                             "it; " + ("put back the one they were trained with" if problem.startswith("changed")
-                                       else "pass their corpus") + ", or another --out")
+                             f"it; {advice}, or another --out")
         if not args.corpus:
             raise InputError(f"{vocab}: {problem}; pass --corpus to train it again")
         print(f"{vocab}: {problem}: training it again")
@@ -164,8 +166,11 @@ def prepare_inputs(args, max_length):
                                   args.pubmed_preprocess if args.corpus else None)
     if problem:  # a build of another corpus, vocabulary or length, or a damaged one, is never trained on
         if shards.exists() and latest_checkpoint(out / "checkpoints"):  # --resume: never rebuilt under the checkpoints
+            damaged = not data.shards_problem(shards, vocab, max_length, check_files=False)  # the settings are right
             raise InputError(f"{shards}: {problem}, and the checkpoints in {out / 'checkpoints'} were trained on them; "
-                             "resume with the run's own --preset and flags, or pass another --out")
+                             + (f"`train.py prepare` with the run's corpus, vocabulary and length into {shards} builds "
+                                "the damaged shard again, byte for byte" if damaged else
+                                "resume with the run's own --preset and flags, or pass another --out"))
         owner = shards.resolve().parent  # --shards given another run's folder: its checkpoints were trained on them
         if shards.exists() and owner != out.resolve() and latest_checkpoint(owner / "checkpoints"):
             raise InputError(f"{shards}: {problem}, and the checkpoints in {owner / 'checkpoints'} were trained on "
@@ -524,13 +529,21 @@ def run_folder_kind(out):
 def prepare(args):
     if not args.corpus:
         raise InputError("prepare needs --corpus: the text files or folders to pack")
-    folder = Path(args.out).parent  # a run's shards are the run's: its checkpoints were trained on them
-    if (kind := run_folder_kind(folder)) is not None:
-        raise InputError(f"{args.out}: inside {kind} ({folder}), whose shards they are; pass another --out")
-    check_run_folder(args.out, "packed shards (index.json)")
-    if (Path(args.out) / "index.json").is_file() and (problem := data.shards_problem(  # an earlier build: say why it
-            args.out, args.vocab, args.max_length, args.corpus, args.pubmed_preprocess, args.seed)):  # goes, as pretrain
-        print(f"{args.out}: {problem}: building the shards again")
+    read_vocab(args.vocab)  # one line for a missing or bad vocabulary, before an earlier build is looked at
+    out, folder = Path(args.out), Path(args.out).parent
+    built = (out / "index.json").is_file()
+    settings = (args.vocab, args.max_length, args.corpus, args.pubmed_preprocess, args.seed)
+    kind = run_folder_kind(folder)
+    if kind == RUN_FOLDERS["pretrain"] and out.name == "shards":  # a run's own shards: a damaged one is built again,
+        if built and latest_checkpoint(folder / "checkpoints") and (  # byte for byte; another build never replaces
+                problem := data.shards_problem(out, *settings, check_files=False)):  # them under its checkpoints
+            raise InputError(f"{out}: {problem}, and the checkpoints in {folder / 'checkpoints'} were trained on them; "
+                             "pass the run's corpus and settings to repair them, or another --out")
+    elif kind is not None:
+        raise InputError(f"{out}: inside {kind} ({folder}), whose files are its own; pass another --out")
+    check_run_folder(out, "packed shards (index.json)")
+    if built and (problem := data.shards_problem(out, *settings)):  # an earlier build: say why it goes, as pretrain
+        print(f"{out}: {problem}: building the shards again")
     index = data.build_shards(args.corpus, args.vocab, args.out, args.max_length, seed=args.seed,
                               preprocess=args.pubmed_preprocess, processes=args.processes)
     shards = len(index["shards"])
@@ -971,7 +984,7 @@ def main(argv=None):
         if unknown:  # said by the subcommand's parser, so that its line points at `train.py COMMAND --help`
             parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
         for name in ("out", "init", "model", "data", "vocab", "checkpoint", "shards", "eval_data", "golden", "corpus",
-                     "file", "data_root"):
+                     "file", "data_root", "pubmed", "download_dir"):
             values = getattr(args, name, None)
             if any(isinstance(value, str) and not value.strip()  # "" would be the current folder, "."
                    for value in (values if isinstance(values, list) else [values])):

@@ -113,7 +113,8 @@ EMPTY_PATH_CASES = [("pretrain", "--out", ""), ("pretrain", "--corpus", " "),
                     ("export", "--checkpoint", "c.pt", "--out", ""),
                     ("finetune", "--task", "ner", "--data", "d", "--init", "", "--out", "o"),
                     ("evaluate", "--model", "", "--data", "d"), ("predict", "--model", "m", ""),
-                    ("reproduce", "--init", "m", "--out", "r", "--data-root", "")]
+                    ("reproduce", "--init", "m", "--out", "r", "--data-root", ""),
+                    ("corpus", "--pubmed", "", "--out", "c.txt")]
 
 
 def test_vocab_out_is_never_its_own_record(good_text, tmp_path, capsys):
@@ -314,19 +315,33 @@ def test_prepare_says_what_becomes_of_an_earlier_build(hoc, scivocab, tmp_path, 
     assert said.startswith(f"{out}: built from other corpus files (1 changed since): building the shards again\n")
     (out / "index.json").unlink()  # as a build stopped before its end leaves it; then run with another seed
     said = run(capsys, "prepare", "--corpus", *files, *args, "--seed", 7)[1]
-    assert said.startswith(f"{out}: a stopped build's shards, of another corpus or settings: building them again\n")
-    # never into a run: a pre-training run's shards (its checkpoints were trained on them), a run or model folder
+    assert said.startswith(f"{out}: a stopped build's shards cannot be reused (another corpus or settings, or "
+                           "damaged): building them again\n")
+    # a pre-training run's own shards: repaired in place (a damaged shard is built again, byte for byte), never
+    # replaced by another build under its checkpoints; nothing goes into a run or model folder
+    run(capsys, "prepare", "--corpus", *files, *args, "--seed", 7)
     run_folder = tmp_path / "run"
-    (run_folder / "shards").mkdir(parents=True)
+    (run_folder / "checkpoints").mkdir(parents=True)
+    (run_folder / "checkpoints" / "step_0000004.pt").write_bytes(b"trained on the shards")
     (run_folder / "config.json").write_text(json.dumps({"pretrain": {}}))
+    shutil.copytree(out, run_folder / "shards")
+    good = (run_folder / "shards" / "shard_00000.bin").read_bytes()
+    (run_folder / "shards" / "shard_00000.bin").write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # one bit flipped
+    code, said, _, err = run(capsys, "prepare", "--corpus", *files, *args[:2], "--out", run_folder / "shards",
+                             *args[4:], "--seed", 7)
+    assert code == 0 and said.startswith(f"{run_folder / 'shards'}: shard_00000.bin: its SHA-1 differs"), err[-2000:]
+    assert (run_folder / "shards" / "shard_00000.bin").read_bytes() == good
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text(json.dumps({"architectures": ["ElectraForPreTraining"]}))
-    for where, said in ((run_folder / "shards", f"{run_folder / 'shards'}: inside a pre-training run ({run_folder})"),
+    for where, said in ((run_folder / "shards", f"{run_folder / 'shards'}: built with --seed 7, not 12345, and the "
+                                                f"checkpoints in {run_folder / 'checkpoints'} were trained on them"),
+                        (run_folder / "vocab", f"{run_folder / 'vocab'}: inside a pre-training run ({run_folder})"),
                         (run_folder, f"{run_folder}: holds a pre-training run, not packed shards"),
                         (tmp_path / "model", f"{tmp_path / 'model'}: holds a model directory, not packed shards")):
-        line = assert_one_line_error(run(capsys, "prepare", "--corpus", *files, *args[:2], "--out", where), where)
+        line = assert_one_line_error(run(capsys, "prepare", "--corpus", *files, *args[:2], "--out", where, *args[4:]),
+                                     where)
         assert line.startswith(f"error: {said}"), line
-    assert sorted(path.name for path in run_folder.rglob("*")) == ["config.json", "shards"]
+    assert (run_folder / "shards" / "shard_00000.bin").read_bytes() == good and not (run_folder / "vocab").exists()
 
 
 def test_the_good_versions_of_those_files_are_read(data_dir, tmp_path):
@@ -777,6 +792,18 @@ def test_resume_with_another_length_leaves_the_runs_own_shards_alone(hoc, scivoc
                                  out / "checkpoints")
     assert "built for --max-length 64, not 128" in line and "resume with the run's own --preset and flags" in line
     assert (out / "shards" / "index.json").read_bytes() == index
+    # a damaged shard (the settings right): the line says how to build it again, and that way the run resumes
+    good = (out / "shards" / "shard_00000.bin").read_bytes()
+    (out / "shards" / "shard_00000.bin").write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    line = assert_one_line_error(run(capsys, *common, "--preset", "tiny", "--train-steps", "3", "--batch-size", "4",
+                                     "--resume"), out / "shards")
+    assert line.endswith(f"`train.py prepare` with the run's corpus, vocabulary and length into {out / 'shards'} "
+                         "builds the damaged shard again, byte for byte")
+    code, _, _, err = run(capsys, "prepare", "--corpus", *hoc[:20], "--vocab", scivocab, "--out", out / "shards",
+                          "--max-length", 64, "--processes", "1")
+    assert code == 0 and (out / "shards" / "shard_00000.bin").read_bytes() == good, err[-2000:]
+    code, _, _, err = run(capsys, *common, "--preset", "tiny", "--train-steps", "3", "--batch-size", "4", "--resume")
+    assert code == 0, err[-2000:]
 
 
 def test_a_run_folder_with_checkpoints_needs_resume(trained, shards, scivocab, tmp_path, capsys):

@@ -193,7 +193,8 @@ def test_read_ner_rejects_malformed_lines(tmp_path, text, line, message):
         benchmarks.read_ner(path)
 
 
-@pytest.mark.parametrize("text, why", [("", "empty file"), ("\n\n", "only blank lines"), ("\ufeff \n", "only blank lines"), (" ", "only blank lines"),
+@pytest.mark.parametrize("text, why", [("", "empty file"), ("\n\n", "only blank lines"), ("\ufeff \n", "only blank lines"),
+                                       (" ", "only blank lines"),
                                        ("-DOCSTART- O\n\n", "only -DOCSTART- and blank lines")])
 def test_read_ner_rejects_empty_files(tmp_path, text, why):
     path = write(tmp_path / "empty.txt", text)
@@ -233,7 +234,8 @@ def test_read_re_rejects_malformed_rows(tmp_path, text, line, message):
         benchmarks.read_re(path)
 
 
-@pytest.mark.parametrize("text, why", [("", "(empty file)"), (HEADER, ""), ("\ufeff\n\n", "(only blank lines)"), ("\t", "(only blank lines)"),
+@pytest.mark.parametrize("text, why", [("", "(empty file)"), (HEADER, ""), ("\ufeff\n\n", "(only blank lines)"),
+                                       ("\t", "(only blank lines)"),
                                        ("\ufeffindex\tsentence\tlabel\r\n\r\n", "")])
 def test_read_re_rejects_empty_files(tmp_path, text, why):
     path = write(tmp_path / "empty.csv", text)

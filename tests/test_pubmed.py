@@ -167,11 +167,11 @@ def test_ctrl_c_while_two_workers_convert_is_one_line_from_the_parent(tmp_path):
     parent = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent.parent / "train.py"), "corpus",
                                "--pubmed", *map(str, files), "--out", str(out), "--processes", "2"],
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and parent.poll() is None and sum(
-            reading_xml(int(pid.name)) for pid in Path("/proc").glob("[0-9]*")) < 2:
+    deadline, seen = time.time() + 120, 0
+    while time.time() < deadline and parent.poll() is None and seen < 2:
+        seen = sum(reading_xml(int(pid.name)) for pid in Path("/proc").glob("[0-9]*"))
         time.sleep(0.01)
-    assert parent.poll() is None, "the run ended before both workers were seen reading"
+    assert seen == 2 and parent.poll() is None, "the two workers were not seen reading"
     os.killpg(parent.pid, signal.SIGINT)  # what Ctrl-C does
     _, stderr = parent.communicate(timeout=60)
     assert parent.returncode == 130 and "Traceback" not in stderr and "PoolWorker" not in stderr, stderr[-3000:]

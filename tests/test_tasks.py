@@ -149,7 +149,6 @@ def test_init_from_an_mlm_run_is_its_generator_encoder(tmp_path, scivocab):
     assert all(torch.equal(value, expected[key]) for key, value in encoder.state_dict().items())
 
 
-
 def test_init_needs_only_the_discriminator(tmp_path, scivocab):
     """Fine-tuning starts from discriminator/: a generator/ cut short (or deleted to save space) does not matter."""
     torch.manual_seed(0)
@@ -164,6 +163,7 @@ def test_init_needs_only_the_discriminator(tmp_path, scivocab):
     (tmp_path / "electramed-hf" / "discriminator" / "pytorch_model.bin").write_bytes(b"")  # the one it needs
     with pytest.raises(InputError, match="discriminator/pytorch_model.bin: cannot be read as weights"):
         tasks.load_init(tmp_path / "electramed-hf")
+
 
 # ---------------------------------------------------------------------------------------------- layer-wise decay
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
@@ -390,6 +390,9 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_pa
     monkeypatch.setattr(tasks, "weights_digest", lambda init: "other")
     with pytest.raises(InputError, match=r"result.json: finished with other settings \(the weights at --init "):
         tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, resume=True)
+    monkeypatch.undo()
+    tiny_init.rename(tmp_path / "moved")  # no weights at --init any more: not "other weights", the run is kept
+    assert tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, resume=True) == resumed
 
 
 def test_weights_digest_is_the_fine_tuned_networks(tmp_path, tiny_init):
@@ -726,6 +729,16 @@ def test_evaluate_and_predict_read_examples_as_the_model_was_trained(tmp_path, t
         inference.evaluate_file(tmp_path / model_dir, tmp_path / "test.txt", max_length=given)
         inference.predict_lines(tmp_path / model_dir, ["BRCA1 cancer ."], max_length=given)
     assert cut_at == [24, 24, 40, 40, 128, 128]
+    # QA: the window, its stride and the question's cut travel together; --max-length replaces the window only
+    qa_model = tasks.build_model("qa", em.Encoder(config), config, [])
+    tasks.save_finetuned(qa_model, tmp_path / "qa", [], vocab, tasks.FinetuneConfig(max_length=200, doc_stride=50,
+                                                                                   max_query_length=20))
+    tasks.save_finetuned(qa_model, tmp_path / "qa-elsewhere", [], vocab)
+    windows = [(c.max_length, c.doc_stride, c.max_query_length, c.batch_size) for c in (
+        inference.read_config(tmp_path / "qa", qa_model, "qa", 16), inference.read_config(tmp_path / "qa", qa_model,
+                                                                                          "qa", 8, 100),
+        inference.read_config(tmp_path / "qa-elsewhere", qa_model, "qa", 16))]
+    assert windows == [(200, 50, 20, 16), (100, 50, 20, 8), (384, 128, 64, 16)]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch_xla") is None and os.environ.get("CI") != "true",
