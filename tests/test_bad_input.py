@@ -889,19 +889,26 @@ def writing_a_shard(pid):
         return False
 
 
+def both_workers_writing(parent):
+    """The pids of `parent`'s two pool workers, once both are seen writing a shard (fails after 5 minutes)."""
+    deadline, working = time.time() + 300, set()
+    while time.time() < deadline and parent.poll() is None and len(working) < 2:
+        workers = [pid for pid in children(parent.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        working |= {pid for pid in workers if writing_a_shard(pid)}
+        time.sleep(0.005)
+    assert len(working) == 2 and parent.poll() is None, "the two workers were not seen at work"
+    return working
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_killing_prepare_kills_its_workers(data_dir, scivocab, tmp_path):
     """Both workers are caught writing a shard and frozen (SIGSTOP), then the parent is SIGKILLed: a worker that does
     not die with its parent would stay frozen for ever; ours get the kernel's SIGKILL (PR_SET_PDEATHSIG)."""
     parent = subprocess.Popen([sys.executable, "-c", PREPARE, str(data_dir / "pretrain" / "hoc" / "text"),
                                str(scivocab), str(tmp_path / "shards")], cwd=REPO, stderr=subprocess.DEVNULL)
-    deadline, working = time.time() + 300, set()
+    working = set()
     try:
-        while time.time() < deadline and parent.poll() is None and len(working) < 2:
-            workers = [pid for pid in children(parent.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-            working |= {pid for pid in workers if writing_a_shard(pid)}
-            time.sleep(0.005)
-        assert len(working) == 2 and parent.poll() is None, "the two workers were not seen at work"
+        working = both_workers_writing(parent)
         for pid in working:
             os.kill(pid, signal.SIGSTOP)
         os.kill(parent.pid, signal.SIGKILL)
@@ -917,6 +924,7 @@ def test_killing_prepare_kills_its_workers(data_dir, scivocab, tmp_path):
     assert not (tmp_path / "shards" / "index.json").exists()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_in_prepare_is_one_line_from_the_parent_alone(data_dir, scivocab, tmp_path):
     """The terminal sends Ctrl-C's SIGINT to the whole process group, workers included: they ignore it and the parent
     stops the pool, so the user sees one line and exit 130, not a KeyboardInterrupt traceback from every worker."""
@@ -924,13 +932,9 @@ def test_ctrl_c_in_prepare_is_one_line_from_the_parent_alone(data_dir, scivocab,
     parent = subprocess.Popen([sys.executable, str(REPO / "train.py"), "prepare", "--corpus", data_dir / "pretrain",
                                "--vocab", scivocab, "--out", out, "--max-length", "64"], cwd=REPO,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline, working = time.time() + 300, set()
+    working = set()
     try:
-        while time.time() < deadline and parent.poll() is None and len(working) < 2:
-            workers = [pid for pid in children(parent.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-            working |= {pid for pid in workers if writing_a_shard(pid)}
-            time.sleep(0.005)
-        assert len(working) == 2 and parent.poll() is None, "the two workers were not seen at work"
+        working = both_workers_writing(parent)
         os.killpg(parent.pid, signal.SIGINT)  # what Ctrl-C does
         _, stderr = parent.communicate(timeout=60)
     finally:
