@@ -102,12 +102,12 @@ def download(url, directory):
     """Fetch `url` into `directory` (resuming a partial download) and check it against `url + '.md5'`."""
     name = Path(urllib.parse.urlparse(url).path).name
     target, partial = Path(directory) / name, Path(directory) / (name + ".partial")
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with urllib.request.urlopen(url + ".md5", timeout=60) as response:
             expected = read_md5(response.read().decode("ascii", errors="replace"), name, url + ".md5")
     except (urllib.error.URLError, OSError) as error:
         raise InputError(f"{url}.md5: cannot fetch ({error})") from None
+    target.parent.mkdir(parents=True, exist_ok=True)  # only once the server answers: a wrong URL leaves no folder
     if not target.exists():
         for attempt in range(5):  # network drops: continue where the partial file stopped
             try:

@@ -223,7 +223,7 @@ def summary_table(tests, task, dataset):
     """Paper Table 7 (NER) / Table 8 (RE) layout for one benchmark's test scores, the paper's ELECTRAMed beside."""
     paper = PAPER.get(dataset.lower())
     title = {"ner": "Table 7 (NER)", "re": "Table 8 (RE)"}.get(task, task)
-    lines = [f"Test scores in %, {title} layout; ours: mean ± sample std over {len(tests)} seed(s).", "",
+    lines = [f"Test scores in %, {title} layout; ours: {over_seeds(len(tests))}.", "",
              *TABLE_HEAD, *prf_rows(dataset, paper, tests)[0]]
     if not paper:
         lines += ["", f"No paper number for the data folder {dataset!r} (the paper's: {', '.join(PAPER)})."]
@@ -237,7 +237,7 @@ def collect(out, seeds, name):
 
 def header(seeds, settings):
     seed = tasks.FinetuneConfig.seed
-    over = f"one seed ({seed})" if seeds == 1 else f"mean ± sample std over {seeds} seeds (seed {seed} + k)"
+    over = f"{over_seeds(seeds)} ({seed})" if seeds == 1 else f"{over_seeds(seeds)} (seed {seed} + k)"
     lines = ["# ELECTRAMed reproduction: the paper's Tables 7, 8 and 9", "",
              f"Model: `{settings['init']}`. Data: `{settings['data_root']}`. Test-set scores in %; ours: {over}; "
              "difference = ours − paper (ELECTRAMed, Miolo et al. 2021, mean of 5 seeds). Fine-tuning settings: the "
@@ -249,6 +249,16 @@ def header(seeds, settings):
                       "epochs — 3, SQuAD 2 — and every training and test example; --max-eval-examples N scores the "
                       "first N examples of each dev and test split, of each BioASQ test batch)."]
     return lines
+
+
+def over_seeds(count):
+    return "one seed" if count == 1 else f"mean ± sample std over {count} seeds"
+
+
+def duration(seconds):
+    """42 s, 3.4 min, 2.1 h: quick jobs do not read as 0.0 minutes, long ones not as thousands of seconds."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else \
+        f"{seconds / 3600:.1f} h"
 
 
 def seeds_note(count, seeds):
@@ -314,7 +324,7 @@ def qa_section(out, seeds, footnotes):
     if squad_dev:
         em, f1 = (squad_dev[key] for key in ("em", "f1"))
         spread = len(dev) > 1  # one seed has no sample std
-        lines += ["", f"SQuAD v1.1 step: dev EM/F1 of the kept epoch (ExpMRC subset), over {len(dev)} seed(s): "
+        lines += ["", f"SQuAD v1.1 step: dev EM/F1 of the kept epoch (ExpMRC subset), {over_seeds(len(dev))}: "
                       f"EM {100 * em['mean']:.2f}" + (f" ± {100 * em['std']:.2f}" if spread else "") +
                       f", F1 {100 * f1['mean']:.2f}" + (f" ± {100 * f1['std']:.2f}" if spread else "")]
     paper = {batch: dict(zip(("sacc", "lacc", "mrr"), (v / 100 for v in values)))
@@ -337,8 +347,8 @@ def write_tables(out, seeds, names, settings):
         lines += [""] + qa_lines
     wall = {name: [job["wall_seconds"] for job in collect(out, seeds, name)] for name in expand(names)}
     tables["wall_seconds"] = wall
-    lines += ["", "Wall time per job (minutes, mean over the finished seeds): " + ", ".join(
-        f"{name} {sum(times) / len(times) / 60:.1f}" for name, times in wall.items() if times)]
+    lines += ["", "Wall time per job (mean over the finished seeds): " + ", ".join(
+        f"{name} {duration(sum(times) / len(times))}" for name, times in wall.items() if times)]
     if footnotes:
         lines += [""] + [f"[^{i}]: {text}" for i, text in enumerate(footnotes, 1)]
     tables["footnotes"] = footnotes

@@ -335,12 +335,23 @@ def latest_valid_checkpoint(directory, required=("model", "step")):
         try:
             return path, load_checkpoint(path, required)
         except InputError as error:  # renamed, so that it never counts as the newest checkpoint again
-            try:
-                path.rename(path.with_name(path.name + ".damaged"))
-            except OSError:  # another torchrun process renamed it first
-                pass
-            print(f"warning: skipping {error}; renamed it to {path.name}.damaged; trying an older checkpoint")
+            aside = set_aside(path)
+            print(f"warning: skipping {error}; renamed it to {aside.name}; trying an older checkpoint")
     return None, None
+
+
+def set_aside(path):
+    """Rename a damaged `path` to path.damaged, or .damaged.2, .3, ... when an earlier damaged copy of the same step
+    is kept there (a run that crashed twice at the same step): the evidence of each crash is kept."""
+    number, aside = 1, path.with_name(path.name + ".damaged")
+    while aside.exists():
+        number += 1
+        aside = path.with_name(f"{path.name}.damaged.{number}")
+    try:
+        path.rename(aside)
+    except OSError:  # another torchrun process renamed it first
+        pass
+    return aside
 
 
 @contextmanager

@@ -118,7 +118,7 @@ def build_model(task, encoder, config, labels):
 
 
 # -------------------------------------------------------------------------------------------------- saving, loading
-def save_finetuned(model, directory, labels, vocab_path, config=None):
+def save_finetuned(model, directory, labels, vocab_path, config):
     """A transformers directory (config.json with id2label/label2id, pytorch_model.bin, vocab.txt), written beside
     and renamed into place: a crash never leaves a half-written model. The FinetuneConfig's example sizes go into
     config.json as "electramed_windows": evaluate and predict read examples as the model was trained on them."""
@@ -129,8 +129,7 @@ def save_finetuned(model, directory, labels, vocab_path, config=None):
     if task != "qa":
         extra = {"id2label": {str(i): label for i, label in enumerate(labels)},
                  "label2id": {label: i for i, label in enumerate(labels)}}
-    if config is not None:
-        extra["electramed_windows"] = {key: getattr(config, key) for key in WINDOW_KEYS[task]}
+    extra["electramed_windows"] = {key: getattr(config, key) for key in WINDOW_KEYS[task]}
     temporary = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     save_hf(model, model.config, ARCHITECTURES[task], temporary, vocab_path, extra)

@@ -259,8 +259,10 @@ def pretrain(args):
     device = runtime.device
     out = Path(args.out)
     loader = data.PretrainingData(shards, tokenizer.pad_id, tokenizer.sep_id)
-    if loader.batches_per_epoch(config.batch_size) == 0:
-        raise InputError(f"{shards}: {len(loader)} examples, fewer than one batch of {config.batch_size}")
+    if loader.batches_per_epoch(config.batch_size) == 0:  # e.g. a whole text on one line: one example, cut at 128
+        raise InputError(f"{shards}: {len(loader)} example{'' if len(loader) == 1 else 's'}, fewer than one batch of "
+                         f"{config.batch_size} (ELECTRA's packing never splits a sentence across examples and drops "
+                         "what overflows --max-length; plain text is read as one sentence per line)")
 
     seed_everything(config.seed, device)
     model = ElectraForPretraining(model_config(args, config, tokenizer)).to(device)

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 import data
+import runtime
 import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -188,6 +189,16 @@ def test_a_bad_vocabulary(case, command, tmp_path, good_text, capsys, request):
         args += ["--preset", "tiny"]
     assert_one_line_error(run(capsys, *args), vocab, pattern=pattern)
     assert not out.exists() or not (out / "index.json").exists() and not (out / "shards" / "index.json").exists()
+
+
+def test_a_corpus_on_one_line_is_one_example_and_says_why(tmp_path, good_text, scivocab, capsys):
+    one_line = tmp_path / "one-line.txt"  # a whole corpus with its line ends (and sentence ends) lost: one sentence
+    one_line.write_text(" ".join(good_text.read_text().replace(".", " ").split()) + "\n")
+    line = assert_one_line_error(run(capsys, "pretrain", "--preset", "tiny", "--corpus", one_line, "--vocab", scivocab,
+                                     "--out", tmp_path / "run", "--device", "cpu", "--batch-size", 4),
+                                 tmp_path / "run" / "shards")
+    assert ": 1 example, fewer than one batch of 4 (ELECTRA's packing never splits a sentence across examples" in line
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_a_good_vocabulary_with_windows_line_ends_is_read(tmp_path, scivocab):
@@ -758,6 +769,19 @@ def test_resume_falls_back_from_a_damaged_newest_checkpoint(case, trained, shard
     assert "step_0000006.pt.tmp" in stdout and not (out / "checkpoints" / "step_0000006.pt.tmp").exists()
     assert (out / "checkpoints" / "step_0000004.pt.damaged").exists()  # kept to look at, never taken for the newest
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+def test_a_second_damaged_copy_of_a_step_keeps_the_first(tmp_path, capsys):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    torch.save({"model": {"w": torch.ones(2)}, "step": 2}, checkpoints / "step_0000002.pt")
+    for crash in (b"first crash", b"second crash"):  # the run crashed twice while writing step 4
+        (checkpoints / "step_0000004.pt").write_bytes(crash)
+        path, state = runtime.latest_valid_checkpoint(checkpoints)
+        assert path.name == "step_0000002.pt" and state["step"] == 2
+    assert (checkpoints / "step_0000004.pt.damaged").read_bytes() == b"first crash"
+    assert (checkpoints / "step_0000004.pt.damaged.2").read_bytes() == b"second crash"
+    assert "renamed it to step_0000004.pt.damaged.2;" in capsys.readouterr().out
 
 
 def test_resume_without_a_checkpoint_says_it_starts_from_scratch(shards, scivocab, tmp_path, capsys):

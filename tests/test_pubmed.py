@@ -223,6 +223,11 @@ def test_downloads_through_file_urls_are_checked_against_pubmeds_md5_and_resume(
     done = cli("corpus", "--pubmed", urls[1], "--out", tmp_path / "cli.txt", "--download-dir", fresh, "--processes", 1)
     assert done.returncode == 2 and not (tmp_path / "cli.txt").exists()
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {fresh / baseline[1].name}: MD5 ")
+    # a URL that cannot be reached: one line naming it, and no --download-dir made for nothing
+    missing = (tmp_path / "nowhere" / baseline[0].name).as_uri()
+    done = cli("corpus", "--pubmed", missing, "--out", tmp_path / "none.txt", "--download-dir", tmp_path / "unused")
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(f"error: {missing}.md5: cannot fetch")
+    assert not (tmp_path / "unused").exists() and not (tmp_path / "none.txt").exists()
     # a local file with a .md5 beside it is checked too
     with pytest.raises(InputError, match=f"^{baseline[1]}: MD5 does not match"):
         pubmed.build_corpus([str(baseline[1])], tmp_path / "local.txt", processes=1)

@@ -350,7 +350,7 @@ def test_bioasq_from_a_squad_model_keeps_its_answer_head_and_trains_on_max_lengt
     squad_model = tasks.build_model("qa", encoder, config, [])
     torch.nn.init.constant_(squad_model.qa_outputs.weight, 0.5)
     torch.nn.init.constant_(squad_model.qa_outputs.bias, 0.25)
-    tasks.save_finetuned(squad_model, tmp_path / "squad", [], vocab)
+    tasks.save_finetuned(squad_model, tmp_path / "squad", [], vocab, tasks.DEFAULTS["squad"])
     seen = []
 
     def recording_step(model, optimizer, batch, lr, clip_norm):

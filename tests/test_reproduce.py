@@ -132,7 +132,8 @@ def test_bioasq_runs_squad_first_and_reports_table_9(tmp_path, data_dir, tiny_in
     notes = re.findall(r"^\[\^\d+\]: (.*)$", markdown, re.M)
     assert any("BioASQ-train-factoid-7b.json" in note for note in notes)
     assert any("DERIVED first 11 complete articles" in note for note in notes)
-    assert "SQuAD v1.1 step: dev EM/F1" in markdown and "--max-eval-examples 2" in markdown
+    assert "SQuAD v1.1 step: dev EM/F1 of the kept epoch (ExpMRC subset), one seed: EM " in markdown
+    assert "ours: one seed (12345);" in markdown and "--max-eval-examples 2" in markdown
     section = markdown.split("## Table 9", 1)[1].splitlines()  # one seed: no ± anywhere, as in Tables 7 and 8
     assert not [line for line in section if "±" in line and (line.startswith("|") or line.startswith("SQuAD"))]
     assert train.main(argv) == 0
@@ -158,9 +159,11 @@ def test_tables_of_every_benchmark_from_recorded_jobs(tmp_path):
     assert table7["JNLPBA"]["R"] == ("78.56", "30.00", "-48.56")  # one seed: no std
     assert "| JNLPBA[^1] (1 of 2 seeds) |" in markdown
     assert table8["DDI"]["F"] == ("79.13", "15.00 ± 2.36", "-64.13")
+    assert ("\nWall time per job (mean over the finished seeds): ncbi 1.5 min, bc5cdr 1.5 min, jnlpba 60 s, chemprot "
+            "1.5 min, ddi 1.5 min\n") in markdown
+    assert [reproduce.duration(s) for s in (2.4, 89, 90, 5399, 5400)] == ["2 s", "89 s", "1.5 min", "90.0 min", "1.5 h"]
     assert "16,807 sentences" in footnote(markdown, "JNLPBA") and "rebuilt from the original XML" in \
         footnote(markdown, "DDI")
-    assert "ncbi 1.5, bc5cdr 1.5, jnlpba 1.0" in markdown
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, data_dir, tiny_init, capsys):

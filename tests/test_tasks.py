@@ -72,7 +72,8 @@ def test_transformers_loads_ours_with_our_logits(tmp_path, task):
     config = tiny(embedding_size=48)  # with embeddings_project
     model = tasks.build_model(task, em.Encoder(config), config, LABELS[task]).eval()
     perturb(model)
-    tasks.save_finetuned(model, tmp_path / "model", LABELS[task], write_vocab(tmp_path / "vocab.txt"))
+    tasks.save_finetuned(model, tmp_path / "model", LABELS[task], write_vocab(tmp_path / "vocab.txt"),
+                         tasks.FinetuneConfig())
     assert (tmp_path / "model" / "vocab.txt").is_file() and not (tmp_path / "model.tmp").exists()
     theirs, info = getattr(transformers, HF_CLASSES[task]).from_pretrained(
         tmp_path / "model", output_loading_info=True, attn_implementation="eager")
@@ -493,6 +494,7 @@ def test_cli_finetune_evaluate_predict(cli, tmp_path, data_dir, tiny_init, task)
     table = (out / "summary.md").read_text()
     assert ("| NCBI-disease | P | 85.87 |" in table) if task == "ner" else ("| chemprot | P | 75.47 |" in table)
     assert table.startswith("**QUICK LOOK, NOT THE BENCHMARK'S SCORES: --max-train-examples 16**\n\n")
+    assert "layout; ours: mean ± sample std over 2 seeds.\n" in table
     model = getattr(transformers, HF_CLASSES[task]).from_pretrained(out / "seed_0" / "best")
     assert list(model.config.id2label.values()) == saved["labels"]
 
@@ -552,7 +554,8 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
     model_dir = tmp_path / "model"
     config = em.read_hf_config(tiny_init / "discriminator")[0]
     tasks.save_finetuned(tasks.build_model("ner", em.Encoder(config), config, ["O", "B-Disease", "I-Disease"]),
-                         model_dir, ["O", "B-Disease", "I-Disease"], tiny_init / "discriminator" / "vocab.txt")
+                         model_dir, ["O", "B-Disease", "I-Disease"], tiny_init / "discriminator" / "vocab.txt",
+                         tasks.FinetuneConfig())
     cases += [("evaluate", "--model", model_dir, "--data", other),  # a label the model doesn't have
               ("evaluate", "--model", model_dir, "--data", folder / "empty.txt"),
               ("evaluate", "--model", tiny_init, "--data", folder / "test.txt")]  # pre-trained, not fine-tuned
@@ -600,7 +603,8 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
     short = replace(config, max_position_embeddings=64)  # as a transformers ELECTRA may have
     short_model, short_init = tmp_path / "short-model", tmp_path / "short-init"
     tasks.save_finetuned(tasks.build_model("ner", em.Encoder(short), short, ["O", "B-Disease", "I-Disease"]),
-                         short_model, ["O", "B-Disease", "I-Disease"], tiny_init / "discriminator" / "vocab.txt")
+                         short_model, ["O", "B-Disease", "I-Disease"], tiny_init / "discriminator" / "vocab.txt",
+                         tasks.FinetuneConfig(max_length=64))
     em.save_hf(em.Discriminator(short), short, "ElectraForPreTraining", short_init,
                tiny_init / "discriminator" / "vocab.txt")
     ner = ("finetune", "--task", "ner", "--data", folder)
@@ -688,7 +692,7 @@ def test_predict_reads_stdin_as_strictly_as_a_file(tmp_path, tiny_init, monkeypa
     config = em.read_hf_config(tiny_init / "discriminator")[0]
     labels = ["O", "B-Disease", "I-Disease"]
     tasks.save_finetuned(tasks.build_model("ner", em.Encoder(config), config, labels), tmp_path / "model", labels,
-                         tiny_init / "discriminator" / "vocab.txt")
+                         tiny_init / "discriminator" / "vocab.txt", tasks.FinetuneConfig())
     piped = io.TextIOWrapper(io.BytesIO("Caf\xe9 au lait .\n".encode("latin-1")), errors="surrogateescape")
     monkeypatch.setattr(sys, "stdin", piped)
     assert train.main(["predict", "--model", str(tmp_path / "model")]) == 2
@@ -710,6 +714,14 @@ def test_predict_reads_stdin_as_strictly_as_a_file(tmp_path, tiny_init, monkeypa
         assert printed.startswith("Mutations") and printed.count("\n") == 1, printed
 
 
+def made_by_transformers(model_dir, copy):
+    """A copy of a fine-tuned model as transformers' save_pretrained leaves it: config.json without our windows."""
+    shutil.copytree(model_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    del config["electramed_windows"]
+    (copy / "config.json").write_text(json.dumps(config))
+
+
 def test_evaluate_and_predict_read_examples_as_the_model_was_trained(tmp_path, tiny_init, monkeypatch):
     """The fine-tuning run's --max-length travels in config.json: evaluate and predict cut examples there unless
     given another; a model saved without it (made by transformers) gets Table 5's 128."""
@@ -717,7 +729,7 @@ def test_evaluate_and_predict_read_examples_as_the_model_was_trained(tmp_path, t
     labels, vocab = ["O", "B-Disease", "I-Disease"], tiny_init / "discriminator" / "vocab.txt"
     model = tasks.build_model("ner", em.Encoder(config), config, labels)
     tasks.save_finetuned(model, tmp_path / "trained", labels, vocab, tasks.FinetuneConfig(max_length=24))
-    tasks.save_finetuned(model, tmp_path / "elsewhere", labels, vocab)
+    made_by_transformers(tmp_path / "trained", tmp_path / "elsewhere")
     saved = json.loads((tmp_path / "trained" / "config.json").read_text())
     assert saved["electramed_windows"] == {"max_length": 24}
     assert transformers.AutoConfig.from_pretrained(tmp_path / "trained").num_labels == 3  # still theirs to read
@@ -733,7 +745,7 @@ def test_evaluate_and_predict_read_examples_as_the_model_was_trained(tmp_path, t
     qa_model = tasks.build_model("qa", em.Encoder(config), config, [])
     tasks.save_finetuned(qa_model, tmp_path / "qa", [], vocab, tasks.FinetuneConfig(max_length=200, doc_stride=50,
                                                                                    max_query_length=20))
-    tasks.save_finetuned(qa_model, tmp_path / "qa-elsewhere", [], vocab)
+    made_by_transformers(tmp_path / "qa", tmp_path / "qa-elsewhere")
     windows = [(c.max_length, c.doc_stride, c.max_query_length, c.batch_size) for c in (
         inference.read_config(tmp_path / "qa", qa_model, "qa", 16), inference.read_config(tmp_path / "qa", qa_model,
                                                                                           "qa", 8, 100),
