@@ -143,7 +143,7 @@ def print_ratios(results):
 # ------------------------------------------------------------------------------------------------------------ pretrain
 def bench_pretrain(args):
     """One full ELECTRA pre-training step -- generator and discriminator forward, backward, gradient clipping, the
-    optimizer. Ours is exactly what `train.py pretrain` runs: train.train_step with ELECTRA's optimizer
+    optimizer. Ours is exactly what `train.py pretrain` runs: pretrain.train_step with ELECTRA's optimizer
     (runtime.AdamWeightDecay: torch's fused AdamW kernel with its bias corrections off, on CPU). The peer is the same
     step built from transformers' ElectraForMaskedLM + ElectraForPreTraining (embeddings shared and the LM head re-tied,
     generator logits only at the masked slots: its strongest use) with the fastest optimizer torch has on CPU, fused
@@ -194,7 +194,7 @@ def bench_pretrain(args):
 
     if args.side:  # ------------------------------------------------- child: time one side, print one JSON line
         torch.set_num_threads(args.threads)
-        runtime.keep_freed_memory()  # the allocator setting train.py uses on CPU, for every side
+        runtime.keep_freed_memory()  # the allocator setting pretrain.py uses on CPU, for every side
         device = torch.device("cpu")
         if args.side == "xla":  # our model on the XLA device (PJRT_DEVICE=CPU unless told otherwise)
             os.environ.setdefault("PJRT_DEVICE", "CPU")
@@ -213,20 +213,20 @@ def bench_pretrain(args):
         types[:, args.seq // 2 + 1:] = 1
         ids, mask, types = ids.to(device), mask.to(device), types.to(device)
         if args.side in ("ours", "xla"):
-            import train
+            import pretrain
 
             model = em.ElectraForPretraining(config).to(device).train()
             params = list(model.parameters())
             optimizer = runtime.AdamWeightDecay(runtime.parameter_groups(model, 0.01), eps=1e-6)
-            optimizer.init_state()  # as train.py does: Adam's moments made before step 1, synced below (XLA)
+            optimizer.init_state()  # as pretrain.py does: Adam's moments made before step 1, synced below (XLA)
             lr = runtime.device_scalar(2e-4, device)
             batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             if device.type == "xla":
                 torch_xla.sync()  # step 1 is then the steady program: one compile of the step, not two
             seeds = iter(range(10 ** 9))
 
-            def step():  # train.py's step (seeded per step as train.py does, except on XLA)
-                train.train_step(model, model, optimizer, [batch], lr, 1.0,
+            def step():  # pretrain.py's step (seeded per step as pretrain.py does, except on XLA)
+                pretrain.train_step(model, model, optimizer, [batch], lr, 1.0,
                                  None if device.type == "xla" else [next(seeds)])
                 if device.type == "xla":
                     torch_xla.sync()  # cut the graph: compile (first steps only) and run
@@ -292,7 +292,7 @@ def bench_pretrain(args):
     tokens = args.batch * args.seq
     print(f"pretrain step: preset {args.preset}, seq {args.seq}, batch {args.batch}, vocab {args.vocab_size}, "
           f"{args.threads} threads; median of {args.steps} steps after {args.warmup} warm-up, best of "
-          f"{args.rounds} alternating round(s); ours: train.train_step + ELECTRA's AdamWeightDecay; transformers: "
+          f"{args.rounds} alternating round(s); ours: pretrain.train_step + ELECTRA's AdamWeightDecay; transformers: "
           f"fused AdamW; both: glibc keeping freed memory")
     per_side = ", ".join(f"{side} {result['matmul_peak']:.0f}" for side, result in results.items())
     print(f"model FLOPs per step {flops / 1e9:.1f} GFLOP (matmuls, forward x 3); fp32 matmul peak "
@@ -358,7 +358,7 @@ def bench_finetune(args):
     args.threads = args.threads or os.cpu_count()
     if args.side:  # ------------------------------------------------- child: time one side, print one JSON line
         torch.set_num_threads(args.threads)
-        runtime.keep_freed_memory()  # the allocator setting train.py uses on CPU, for both sides
+        runtime.keep_freed_memory()  # the allocator setting pretrain.py and tasks.py use on CPU, for both sides
         if args.side == "transformers":
             import transformers
         rss_before = rss_mb()
@@ -488,7 +488,7 @@ def bench_prepare(args):
 PRETRAINING_STEPS = """
 import resource, sys, time, torch
 sys.path.insert(0, {repo!r})
-import electramed, runtime, train
+import electramed, pretrain, runtime
 if {keep}:
     runtime.keep_freed_memory()
 torch.manual_seed(0)
@@ -497,8 +497,8 @@ model = electramed.ElectraForPretraining(config).train()
 optimizer = runtime.AdamWeightDecay(runtime.parameter_groups(model, 0.01), eps=1e-6)
 ids = torch.randint(config.mask_id + 1, config.vocab_size, ({batch}, {seq}))
 batch = {{"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}}
-def step(seed):  # train.py's own step: its activations are allocated and freed in the same sizes every time
-    train.train_step(model, model, optimizer, [batch], torch.tensor(2e-4), 1.0, [seed])
+def step(seed):  # pretrain.py's own step: its activations are allocated and freed in the same sizes every time
+    pretrain.train_step(model, model, optimizer, [batch], torch.tensor(2e-4), 1.0, [seed])
 for seed in range({warmup}):
     step(seed)
 before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
@@ -510,7 +510,7 @@ print(after.ru_minflt - before.ru_minflt, after.ru_stime - before.ru_stime, time
 
 
 def bench_faults(args):
-    """Minor page faults and kernel time of real pre-training steps (train.train_step at --preset), with glibc's
+    """Minor page faults and kernel time of real pre-training steps (pretrain.train_step at --preset), with glibc's
     default allocator settings and with runtime.keep_freed_memory, each in a fresh process (the malloc setting is
     process-wide). By default glibc hands a step's large freed activations back to the OS and the next step faults
     them in again, 4 KiB at a time; with the setting they stay in the process. The counts depend on the machine, its

@@ -62,7 +62,7 @@ class ElectraConfig:
     max_predictions: int | None = None
     objective: str = "electra"  # "electra" (replaced-token detection) or "mlm" (BERT-style, generator loss only)
     pad_id: int = 0
-    cls_id: int = 101  # BERT vocabulary ids; train.py sets them from the vocabulary (SciVocab: 102, 103, 104)
+    cls_id: int = 101  # BERT vocabulary ids; pretrain.py sets them from the vocabulary (SciVocab: 102, 103, 104)
     sep_id: int = 102
     mask_id: int = 103
 

@@ -1,4 +1,4 @@
-"""What both training loops share (pre-training in train.py, fine-tuning in tasks.py): ELECTRA's optimizer and
+"""What both training loops share (pre-training in pretrain.py, fine-tuning in tasks.py): ELECTRA's optimizer and
 learning-rate schedule, the device a run trains on (cpu, cuda with torchrun, xla with SPMD), and checkpoint files.
 
 References: google-research/electra model/optimization.py (AdamWeightDecayOptimizer, the polynomial-decay schedule with

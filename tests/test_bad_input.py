@@ -25,6 +25,7 @@ import torch
 
 import data
 import runtime
+import pretrain
 import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -851,8 +852,8 @@ def test_resume_past_the_last_step_is_refused_and_a_long_warm_up_is_noted(traine
     assert "note: --warmup-steps 20 is more than --train-steps 4: the learning rate never exceeds 5.0% of" in stdout
     args = train.build_parser().parse_args([str(a) for a in run_args(out, scivocab, shards, "--train-steps", "4")])
     args.world_size = 1
-    config = train.resolve_config(args)
-    assert max(train.learning_rate_at(step, config) for step in range(4)) <= 0.05 * config.learning_rate
+    config = pretrain.resolve_config(args)
+    assert max(pretrain.learning_rate_at(step, config) for step in range(4)) <= 0.05 * config.learning_rate
     code, stdout, _, _ = run(capsys, *run_args(out, scivocab, shards, "--train-steps", "20", "--resume"))
     assert code == 0 and "--warmup-steps" not in stdout
 
@@ -972,9 +973,9 @@ def test_ctrl_c_in_prepare_is_one_line_from_the_parent_alone(data_dir, scivocab,
 
 
 HOOK = """
-import os, signal, sys, torch, train
+import os, signal, sys, torch, pretrain, train
 when, what = int(os.environ["HOOK_STEP"]), os.environ["HOOK"]
-schedule, sent = train.learning_rate_at, []
+schedule, sent = pretrain.learning_rate_at, []
 def learning_rate_at(step, config):  # the hook fires as step `when` + 1 begins
     if step == when and not sent and what in ("SIGINT", "SIGTERM", "SIGINT twice"):
         sent.append(1)
@@ -982,7 +983,7 @@ def learning_rate_at(step, config):  # the hook fires as step `when` + 1 begins
         if what == "SIGINT twice":
             os.kill(os.getpid(), signal.SIGINT)
     return schedule(step, config)
-train.learning_rate_at = learning_rate_at
+pretrain.learning_rate_at = learning_rate_at
 save = torch.save
 def save_then_die(obj, f, *args, **kwargs):  # SIGKILL in the middle of writing checkpoint `when`
     save(obj, f, *args, **kwargs)

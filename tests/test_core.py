@@ -23,6 +23,7 @@ import torch
 import data
 import electramed as em
 import runtime
+import pretrain
 import train
 from tokenizer import SPECIAL_TOKENS, WordPieceTokenizer, train_vocab, write_vocab
 
@@ -225,7 +226,7 @@ def test_optimizer_lr_scale_per_group_and_untouched_parameters_without_grad():
 
 
 def test_optimizer_state_made_up_front_is_the_state_the_first_step_would_make():
-    """train.py makes Adam's moments before step 1 (one XLA program for every step): the same zeros, the same step."""
+    """pretrain.py makes Adam's moments before step 1 (one XLA program for every step): the same zeros, the same step."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
     twin = copy.deepcopy(model)
@@ -346,7 +347,7 @@ def test_clipping_scales_the_global_norm_down_to_clip_norm(monkeypatch, tiny_cor
 
 
 def test_train_step_called_directly_equals_mean_gradient_clipped_then_electras_update():
-    """train.train_step as bench.py calls it (a plain model, default arguments), with two micro-batches: the result
+    """pretrain.train_step as bench.py calls it (a plain model, default arguments), with two micro-batches: the result
     is ELECTRA's update from the clipped mean of the micro-batch gradients, recomputed here on a copy of the model."""
     torch.manual_seed(0)
     model = em.ElectraForPretraining(tiny_config()).train()
@@ -356,7 +357,7 @@ def test_train_step_called_directly_equals_mean_gradient_clipped_then_electras_u
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
     micro_batches = [{k: v[:2] for k, v in batch.items()}, {k: v[2:] for k, v in batch.items()}]
     optimizer = runtime.AdamWeightDecay(runtime.parameter_groups(model, 0.01))
-    outputs = train.train_step(model, model, optimizer, micro_batches, torch.tensor(1e-3), 0.5, seeds=[21, 22])
+    outputs = pretrain.train_step(model, model, optimizer, micro_batches, torch.tensor(1e-3), 0.5, seeds=[21, 22])
     assert len(outputs) == 2 and not any(v.requires_grad for out in outputs for v in out.values())
     assert all(p.grad is None for p in model.parameters())  # the step frees its gradients
     named = list(reference.named_parameters())
@@ -381,18 +382,18 @@ def test_each_micro_batch_draws_from_its_own_seed(monkeypatch, tiny_corpus, tmp_
     forwards, _ = recorded_run(monkeypatch, tiny_corpus, tmp_path, "--accumulation-steps", "2", "--seed", "7")
     for index, record in enumerate(forwards):
         step, micro = divmod(index, 2)
-        expected = torch.manual_seed(train.step_seed(7, step, micro)).get_state()
+        expected = torch.manual_seed(runtime.step_seed(7, step, micro)).get_state()
         assert torch.equal(record["rng"], expected), (step, micro)
     assert len({bytes(r["rng"].numpy()) for r in forwards}) == 4
 
 
 def test_step_seed_is_a_function_of_seed_step_and_micro_batch_only():
-    seeds = {(seed, step, micro): train.step_seed(seed, step, micro)
+    seeds = {(seed, step, micro): runtime.step_seed(seed, step, micro)
              for seed in (0, 1, 12345) for step in range(300) for micro in range(16)}
     assert len(set(seeds.values())) == len(seeds)  # distinct for every (seed, step, micro-batch)
     assert all(0 <= value < 2 ** 63 for value in seeds.values())  # a valid torch.manual_seed
-    assert all(train.step_seed(*key) == value for key, value in list(seeds.items())[::97])
-    assert train.step_seed(2 ** 62, 10 ** 9, 3) < 2 ** 63
+    assert all(runtime.step_seed(*key) == value for key, value in list(seeds.items())[::97])
+    assert runtime.step_seed(2 ** 62, 10 ** 9, 3) < 2 ** 63
 
 
 def test_seeds_give_equal_draws_for_equal_keys_and_different_draws_otherwise():
@@ -402,7 +403,7 @@ def test_seeds_give_equal_draws_for_equal_keys_and_different_draws_otherwise():
     mask = torch.ones_like(ids)
 
     def draws(seed, step, micro):
-        torch.manual_seed(train.step_seed(seed, step, micro))
+        torch.manual_seed(runtime.step_seed(seed, step, micro))
         masked, positions, _ = em.mask_tokens(ids, mask, config)
         return masked, positions, em.dropout(torch.ones(256), 0.1, training=True)
 

@@ -142,21 +142,21 @@ def test_xla_learns_stops_compiling_spmd_equals_one_device_and_checkpoints_cross
 @pytest.mark.slow
 def test_torchrun_two_gloo_processes_equal_one_process_with_the_same_global_batch(scivocab, shards, tmp_path):
     """2 processes x 1 micro-batch of 8 == 1 process x 2 accumulated micro-batches of 8: the same 16 rows, the same
-    per-micro-batch seeds (train.step_seed), the same mean of the two gradients. The two processes are stopped by
+    per-micro-batch seeds (runtime.step_seed), the same mean of the two gradients. The two processes are stopped by
     SIGTERM after step 3, between two log lines, and resumed: the line after the resume is the mean over both processes'
     windows (the checkpoint holds their mean, not rank 0's alone)."""
     steps = ["--train-steps", "5", "--batch-size", "16", "--log-every", "2"]
-    # Each worker runs `train.main()` from an imported `train` module: what `torchrun train.py` does, except that the
-    # module is named `train`, not `__main__`, so mutation testing's mutants (chosen by module name) reach the workers.
+    # Each worker runs `train.main()` from an imported `train` module: what `torchrun train.py` does, with the hook below
+    # set on the imported `pretrain` module, whose mutants (mutation testing picks them by module name) reach the workers.
     # With STOP_AT set, each worker sends itself SIGTERM as that step begins (it finishes the step, saves, exits 143).
     launcher = tmp_path / "launch_train.py"
-    launcher.write_text(f"import os, signal, sys\nsys.path.insert(0, {str(REPO)!r})\nimport train\n"
-                        "stop_at, schedule, sent = int(os.environ.get('STOP_AT', '0')), train.learning_rate_at, []\n"
+    launcher.write_text(f"import os, signal, sys\nsys.path.insert(0, {str(REPO)!r})\nimport pretrain, train\n"
+                        "stop_at, schedule, sent = int(os.environ.get('STOP_AT', '0')), pretrain.learning_rate_at, []\n"
                         "def learning_rate_at(step, config):\n"
                         "    if step + 1 == stop_at and not sent:\n"
                         "        sent.append(os.kill(os.getpid(), signal.SIGTERM))\n"
                         "    return schedule(step, config)\n"
-                        "train.learning_rate_at = learning_rate_at\nsys.exit(train.main())\n")
+                        "pretrain.learning_rate_at = learning_rate_at\nsys.exit(train.main())\n")
     two = pretrain_command(tmp_path / "two", scivocab, shards, "cpu", *steps)[2:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
     stopped = subprocess.run(torchrun + [str(launcher)] + two, env={**os.environ, "OMP_NUM_THREADS": "1",

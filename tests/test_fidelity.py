@@ -16,6 +16,7 @@ import torch
 import data
 import electramed as em
 import runtime
+import pretrain
 import train
 from tokenizer import WordPieceTokenizer
 
@@ -73,7 +74,7 @@ def cli_model_config(*flags, preset="base"):
     args = train.build_parser().parse_args(["pretrain", "--preset", preset, *flags])
     args.world_size = 1
     vocab = SimpleNamespace(ids=range(31090), pad_id=0, cls_id=102, sep_id=103, mask_id=104)
-    return train.model_config(args, train.resolve_config(args), vocab)
+    return pretrain.model_config(args, pretrain.resolve_config(args), vocab)
 
 
 def test_generator_size_follows_electras_get_generator_config():
@@ -214,7 +215,7 @@ def test_roc_auc_equals_scikit_learn_with_ties_and_ignored_tokens():
 def test_discriminator_progress_is_the_auc_and_the_gain_over_the_base_rate():
     logits = torch.tensor([[3.0, 0.5, 0.5, -1.0, 2.0]])
     labels = torch.tensor([[-1, 1, 0, 0, 1]])
-    progress = train.discriminator_progress({"disc_logits": logits, "disc_labels": labels},
+    progress = pretrain.discriminator_progress({"disc_logits": logits, "disc_labels": labels},
                                             {"replaced_fraction": 0.15, "disc_loss": 0.4})
     assert progress["disc_auc"] == pytest.approx(0.875)  # pairs (1 vs 0): 0.5 (tie) + 1 + 1 + 1 over 4
     assert progress["disc_gain"] == pytest.approx(-(0.15 * math.log(0.15) + 0.85 * math.log(0.85)) - 0.4, abs=1e-6)

@@ -10,6 +10,7 @@ import torch
 
 import data
 import electramed
+import pretrain
 import train
 import runtime
 
@@ -38,11 +39,11 @@ def read_log(out):
 
 
 def test_learning_rate_schedule_is_electras():
-    config = train.PretrainConfig(learning_rate=1e-3, batch_size=8, max_length=64, train_steps=1000, warmup_steps=100)
-    assert train.learning_rate_at(0, config) == 0.0  # warm-up and decay applied together from step 0
-    assert train.learning_rate_at(50, config) == pytest.approx(1e-3 * 0.95 * 0.5)
-    assert train.learning_rate_at(100, config) == pytest.approx(1e-3 * 0.9)
-    assert train.learning_rate_at(1000, config) == 0.0
+    config = pretrain.PretrainConfig(learning_rate=1e-3, batch_size=8, max_length=64, train_steps=1000, warmup_steps=100)
+    assert pretrain.learning_rate_at(0, config) == 0.0  # warm-up and decay applied together from step 0
+    assert pretrain.learning_rate_at(50, config) == pytest.approx(1e-3 * 0.95 * 0.5)
+    assert pretrain.learning_rate_at(100, config) == pytest.approx(1e-3 * 0.9)
+    assert pretrain.learning_rate_at(1000, config) == 0.0
 
 
 @pytest.mark.parametrize("update", ["fused_update", "foreach_update"])
@@ -148,13 +149,13 @@ def test_a_tiny_run_on_real_pubmed_text_lowers_the_loss(scivocab, shards, tmp_pa
 
 
 KILL_AT_STEP = """
-import os, signal, sys, train
-schedule = train.learning_rate_at
+import os, signal, sys, pretrain, train
+schedule = pretrain.learning_rate_at
 def learning_rate_at(step, config):  # SIGKILL (no clean-up at all) as step 24 begins, past the step-20 checkpoint
     if step == 23:
         os.kill(os.getpid(), signal.SIGKILL)
     return schedule(step, config)
-train.learning_rate_at = learning_rate_at
+pretrain.learning_rate_at = learning_rate_at
 sys.exit(train.main(sys.argv[1:]))
 """
 
@@ -230,7 +231,7 @@ def test_without_a_corpus_it_trains_on_the_bundled_sample_and_says_so(tmp_path, 
         "no --corpus: using the bundled sample of 500 PubMed abstracts (bc5cdr-training-abstracts.txt, 0.7 MB) to try "
         "the pipeline; pass --corpus with real PubMed text for real work"]
     assert [s["path"] for s in json.loads((tmp_path / "shards" / "index.json").read_text())["sources"]] == [
-        str(train.SAMPLE_CORPUS)]
+        str(pretrain.SAMPLE_CORPUS)]
     assert f"wrote 1000 tokens -> {tmp_path / 'vocab.txt'}" in printed  # the size written, read back below
     assert len((tmp_path / "vocab.txt").read_text().splitlines()) == 1000
     # the run in one line (logged at steps 2, 4 and 5: the last line's window is step 5 alone), then where
@@ -259,5 +260,5 @@ def test_with_shards_that_do_not_exist_and_no_corpus_it_says_what_to_pass_and_ex
 
 def test_the_summary_line_says_whether_the_discriminator_is_under_or_above_the_base_rate():
     record = {"step": 9, "loss": 9.5, "disc_loss": 0.3, "disc_auc": None}
-    assert train.summary_line({**record, "disc_gain": 0.0117}, 1).endswith(", 0.0117 nats under the base rate")
-    assert train.summary_line({**record, "disc_gain": -0.0117}, 3).endswith(", 0.0117 nats above the base rate")
+    assert pretrain.summary_line({**record, "disc_gain": 0.0117}, 1).endswith(", 0.0117 nats under the base rate")
+    assert pretrain.summary_line({**record, "disc_gain": -0.0117}, 3).endswith(", 0.0117 nats above the base rate")
