@@ -83,7 +83,8 @@ def read_squad(path):
         raise InputError(f"{path}: not a SQuAD-format file (no top-level \"data\" list)")
     examples, misplaced, empty = [], [], []
     for article in data["data"]:
-        for paragraph in article.get("paragraphs", []) if isinstance(article, dict) else [None]:
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        for paragraph in paragraphs if isinstance(paragraphs, list) else [None]:  # null or missing: said below
             if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str) \
                     or not isinstance(paragraph.get("qas"), list):
                 raise InputError(f"{path}: a paragraph without a \"context\" string and a \"qas\" list "
@@ -94,12 +95,16 @@ def read_squad(path):
                     raise InputError(f"{path}: a question without \"id\" and \"question\" "
                                      f"(after question {examples[-1].id if examples else 'none'})")
                 answers = []
+                if not isinstance(qa.get("answers", []), list):  # e.g. null from a converter: not "no answers"
+                    raise InputError(f"{path}: question {qa['id']}: \"answers\" is not a list")
                 for answer in qa.get("answers", []):
                     try:
                         text, start = answer["text"], int(answer["answer_start"])
                     except (TypeError, KeyError, ValueError):
-                        raise InputError(f"{path}: question {qa['id']}: an answer without \"text\" and "
-                                         f"\"answer_start\"") from None
+                        text = None
+                    if not isinstance(text, str):
+                        raise InputError(f"{path}: question {qa['id']}: an answer without a \"text\" string and "
+                                         f"an \"answer_start\" number")
                     if context[start:start + len(text)] != text:
                         misplaced.append(qa["id"])
                     answers.append((text, start))
@@ -126,9 +131,15 @@ def read_bioasq_golden(path):
         if not isinstance(question, dict) or "id" not in question or "type" not in question:
             raise InputError(f"{path}: a question without \"id\" and \"type\"")
         if question["type"] == "factoid":
-            if "exact_answer" not in question:
-                raise InputError(f"{path}: factoid question {question['id']} has no exact_answer")
-            golden[question["id"]] = question["exact_answer"]
+            answer = question.get("exact_answer")
+            items = [answer] if isinstance(answer, str) else answer if isinstance(answer, list) else None
+            # a string, or a list of strings or of lists of strings (synonyms): checked before any work is done
+            if not items or not all(isinstance(item, str) or isinstance(item, list) and item and
+                                    all(isinstance(s, str) for s in item) for item in items):
+                raise InputError(f"{path}: factoid question {question['id']}: exact_answer is "
+                                 f"{'missing' if 'exact_answer' not in question else 'not strings'} (a list of "
+                                 "lists of synonyms)")
+            golden[question["id"]] = answer
     if not golden:
         raise InputError(f"{path}: no factoid questions")
     return golden

@@ -31,6 +31,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,8 @@ def citations(path):
         raise InputError(f"{path}:{line}: malformed XML ({str(error).split(':')[0]}, column {column})") from None
     except (gzip.BadGzipFile, EOFError) as error:
         raise InputError(f"{path}: not a complete gzip file ({error})") from None
+    except zlib.error as error:  # bytes changed inside the compressed stream (a bad disk or copy)
+        raise InputError(f"{path}: damaged gzip data ({error})") from None
     except OSError as error:
         raise InputError(f"{path}: cannot read ({error})") from None
 

@@ -66,6 +66,13 @@ def check_out(path, folder):
         raise InputError(f"{path}: is a folder (--out names the file to write)")
 
 
+def check_not_an_input(out, sources):
+    """A file output never replaces one of the files it is made from (`vocab --corpus f.txt --out f.txt`)."""
+    local = [source for source in sources or [] if "://" not in source]  # corpus: URLs are downloaded elsewhere
+    if local and any(Path(out).resolve() == file.resolve() for file in data.corpus_files(local)):
+        raise InputError(f"{out}: is also an input; pass another --out")
+
+
 def check_run_folder(out, kind):
     """A run folder holds one kind of run: never write one over another kind's (its config.json and metrics.jsonl
     would be replaced) or into a model directory (e.g. --out given the --init folder)."""
@@ -114,8 +121,12 @@ def prepare(args):
 
 
 def vocab(args):
-    if pretrain.vocab_record(args.out) == Path(args.out):  # X.json is the record written beside the vocabulary
+    record = pretrain.vocab_record(args.out)
+    if record == Path(args.out):  # X.json is the record written beside the vocabulary
         raise InputError(f"{args.out}: a .json name is the vocabulary's record; name the vocabulary X.txt")
+    if record.exists() and not {"sha1", "sources"} <= set(data.read_json_or_none(record) or {}):
+        raise InputError(f"{record}: exists and is not a vocabulary's record, which vocab writes there beside "
+                         f"{Path(args.out).name}; move it, or pass another --out")
     print(f"wrote {pretrain.build_vocab(args.corpus, args.out, args.vocab_size)} tokens -> {args.out}")
 
 
@@ -546,6 +557,8 @@ def main(argv=None):
                 raise InputError(f"{args.out}: inside {kind} ({folder}), whose files are its own; pass another --out")
             if args.command in RUN_FOLDERS:
                 check_run_folder(args.out, RUN_FOLDERS[args.command])
+            if args.command in FILE_OUTPUTS:
+                check_not_an_input(args.out, args.corpus if args.command == "vocab" else args.pubmed)
         # one run at a time in a run folder (under torchrun, rank 0 holds it for all)
         locked = args.command in RUN_FOLDERS and os.environ.get("RANK", "0") == "0"
         with run_folder_lock(args.out) if locked else nullcontext():

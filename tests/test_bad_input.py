@@ -126,6 +126,25 @@ def test_vocab_out_is_never_its_own_record(good_text, tmp_path, capsys):
     assert "a .json name is the vocabulary's record" in line and not list(tmp_path.iterdir())
 
 
+def test_file_outputs_never_replace_their_inputs(good_text, tmp_path, capsys):
+    corpus = tmp_path / "pq.txt"
+    corpus.write_bytes(good_text.read_bytes())
+    other = tmp_path / "pq.json"  # e.g. the PubMedQA file the user keeps beside it: not a vocabulary's record
+    other.write_text('{"12345": {"QUESTION": "?"}}')
+    before = {path: path.read_bytes() for path in (corpus, other)}
+    line = assert_one_line_error(run(capsys, "vocab", "--corpus", corpus, "--out", corpus), corpus)
+    assert line.endswith("is also an input; pass another --out")
+    line = assert_one_line_error(run(capsys, "vocab", "--corpus", tmp_path, "--out", tmp_path / "pq.txt"), corpus)
+    assert "is also an input" in line  # named through its folder
+    line = assert_one_line_error(run(capsys, "vocab", "--corpus", good_text, "--out", corpus), other)
+    assert "exists and is not a vocabulary's record" in line
+    xml = tmp_path / "b.xml"
+    xml.write_text("<PubmedArticleSet/>")
+    assert_one_line_error(run(capsys, "corpus", "--pubmed", xml, "--out", xml), xml)
+    assert {path: path.read_bytes() for path in (corpus, other)} == before and xml.read_text() == "<PubmedArticleSet/>"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["b.xml", "pq.json", "pq.txt"]
+
+
 @pytest.mark.parametrize("case", EMPTY_PATH_CASES, ids=[" ".join(c) for c in EMPTY_PATH_CASES])
 def test_an_empty_path_is_refused_while_parsing(case, tmp_path, capsys, monkeypatch):
     """`--out "$OUT"` with OUT unset: "" is the current folder to pathlib, and pretrain wrote a run into it."""

@@ -186,6 +186,14 @@ def test_a_truncated_gzip_file_is_an_error_naming_it(tmp_path):
     cut.write_bytes(whole.read_bytes()[:40])
     with pytest.raises(InputError, match=f"^{cut}"):
         pubmed.build_corpus([str(cut)], tmp_path / "out.txt", processes=1)
+    # bytes flipped inside the compressed stream: zlib's own error, as one line naming the file
+    text = " ".join(f"word{i % 97} kinase{i % 13}." for i in range(3000))
+    damaged = bytearray(xml_file(tmp_path / "long.xml.gz", article(2, "T.", text)).read_bytes())
+    damaged[len(damaged) // 2:len(damaged) // 2 + 50] = bytes(b ^ 255 for b in damaged[len(damaged) // 2:][:50])
+    (tmp_path / "damaged.xml.gz").write_bytes(damaged)
+    with pytest.raises(InputError, match=f"^{tmp_path / 'damaged.xml.gz'}: damaged gzip data"):
+        pubmed.build_corpus([str(tmp_path / "damaged.xml.gz")], tmp_path / "out.txt", processes=1)
+    assert not (tmp_path / "out.txt").exists()
 
 
 def md5_file(path, name=None):

@@ -5,6 +5,7 @@ exactly were measured on them (each one is an answer that starts or ends inside 
 rushes', '5' in '2015').
 """
 import json
+import re
 
 import numpy as np
 import pytest
@@ -168,8 +169,26 @@ def test_read_bioasq_golden(data_dir, tmp_path):
     assert len(golden) == 39 and golden["5be48c39133db5eb7800001d"] == [["PD-L1 status"]]
     bad = tmp_path / "golden.json"
     bad.write_text('{"questions": [{"id": "x", "type": "factoid"}]}')
-    with pytest.raises(InputError, match="factoid question x has no exact_answer"):
+    with pytest.raises(InputError, match="factoid question x: exact_answer is missing"):
         benchmarks.read_bioasq_golden(bad)
+    for answer in (None, [[5]], [], [[]], [["ok"], 3]):  # refused before a model runs, not in scoring after it
+        bad.write_text(json.dumps({"questions": [{"id": "y", "type": "factoid", "exact_answer": answer}]}))
+        with pytest.raises(InputError, match=f"^{bad}: factoid question y: exact_answer is not strings"):
+            benchmarks.read_bioasq_golden(bad)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"answers": None}, 'question q: "answers" is not a list'),
+    ({"answers": [{"text": 5, "answer_start": 0}]}, 'question q: an answer without a "text" string'),
+    ({"answers": [{"text": "A"}]}, 'question q: an answer without a "text" string and an "answer_start" number'),
+    ({"paragraphs": None}, 'a paragraph without a "context" string and a "qas" list')])
+def test_read_squad_refuses_nulls_in_one_line(tmp_path, change, message):
+    question = {"id": "q", "question": "What?", "answers": [{"text": "A", "answer_start": 0}]}
+    article = {"paragraphs": [{"context": "A b.", "qas": [{**question, **change} if "answers" in change else question]}]}
+    bad = tmp_path / "squad.json"
+    bad.write_text(json.dumps({"data": [{**article, **change} if "paragraphs" in change else article]}))
+    with pytest.raises(InputError, match=f"^{re.escape(str(bad))}: {re.escape(message)}"):
+        benchmarks.read_squad(bad)
 
 
 # ------------------------------------------------------------------------------------------------------- decoding
