@@ -488,9 +488,9 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
                          "flags, or pass another --out")
     device = setup_runtime(device_name).device  # e.g. --device cuda without a GPU: an error before OUT is made
     out.mkdir(parents=True, exist_ok=True)  # ... before anything is written
-    (out / "config.json").write_text(json.dumps({"task": task, "data": str(data_dir), "init": str(init),
-                                                 "init_sha1": digest, "finetune": asdict(config), "labels": labels},
-                                                indent=1) + "\n")
+    paths = {"data": str(data_dir.resolve()), "init": str(Path(init).resolve())}  # a resume may run from another folder
+    (out / "config.json").write_text(json.dumps({"task": task, **paths, "init_sha1": digest, "finetune": asdict(config),
+                                                 "labels": labels}, indent=1) + "\n")
     seed_everything(config.seed, device)
     model_config = set_dropout(encoder, model_config, config.dropout)
     model = build_model(task, encoder, model_config, labels)  # the head's init depends on the seed
@@ -565,7 +565,7 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
         model = load_finetuned(out / "best")[0].to(device)
         test = evaluate(task, model, examples["test"], features["test"], labels, config, device,
                         splits.get("golden"))[0] if examples["test"] else {}
-        result = {"task": task, "data": str(data_dir), "init": str(init), "init_sha1": digest, "seed": config.seed,
+        result = {"task": task, **paths, "init_sha1": digest, "seed": config.seed,
                   "best_epoch": best[0], "labels": labels, "dev": best[1], "test": test, "finetune": asdict(config)}
         (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
         checkpoint.unlink(missing_ok=True)

@@ -179,6 +179,10 @@ def finetune(args):
     if args.doc_stride is not None and args.task != "qa":  # a NER sentence's windows overlap by half (benchmarks.py)
         raise InputError("--doc-stride: for --task qa only (the stride between a passage's windows)")
     out = Path(args.out)  # one layout per folder: OUT/seed_K/ with --seeds, OUT/result.json without
+    for given in [args.data, *(args.eval_data or [])]:  # the run's files would be read as data on the next run
+        inputs = Path(given).resolve()
+        if inputs == out.resolve() or inputs in out.resolve().parents or out.resolve() in inputs.parents:
+            raise InputError(f"{out}: the same folder as, or nested with, the data {given}; pass another --out")
     if ((out / "seed_0").is_dir() if args.seeds == 1 else (out / "result.json").is_file() or
             (out / "checkpoint.pt").is_file()):
         held = "a run of several --seeds (seed_K/)" if args.seeds == 1 else "a single run (result.json)"

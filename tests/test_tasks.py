@@ -383,6 +383,10 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_equals_an_uninterrupted_run(tmp_pa
     assert not (tmp_path / "cut" / "checkpoint.pt").exists()
     # finished: --resume returns its result (the data is not read again); without it, or with other settings, refused
     assert tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, resume=True) == resumed
+    data_dir = Path("NCBI-disease").resolve()  # ... from any working folder: the run recorded absolute paths
+    monkeypatch.chdir(tmp_path / "whole")
+    assert tasks.finetune("ner", data_dir, tiny_init, tmp_path / "cut", config, resume=True) == resumed
+    monkeypatch.undo()
     with pytest.raises(InputError, match=r"cut: holds a finished run \(result.json\); pass --resume to keep it, or "):
         tasks.finetune("ner", "NCBI-disease", tiny_init, tmp_path / "cut", config, splits=splits)
     with pytest.raises(InputError, match=r"result.json: finished with other settings \(data \S+/NCBI-disease -> "
@@ -664,7 +668,10 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
             ("predict", "--model", model_dir, folder): f"{folder}: a folder, not a text file",
             # one layout per run folder: a single run never goes into a --seeds run's folder, nor the reverse
             (*ner, "--init", tiny_init, "--out", seeded): f"{seeded}: holds a run of several --seeds (seed_K/)",
-            (*ner, "--init", tiny_init, "--out", single, "--seeds", 2): f"{single}: holds a single run (result.json)"}
+            (*ner, "--init", tiny_init, "--out", single, "--seeds", 2): f"{single}: holds a single run (result.json)",
+            # the run's files would be read as data by its next run
+            (*ner, "--init", tiny_init, "--out", folder / "run"):
+            f"{folder / 'run'}: the same folder as, or nested with, the data {folder}; pass another --out"}
     if not torch.cuda.is_available():  # the device is checked before OUT is made
         said[(*ner, "--init", tiny_init, "--out", out, "--device", "cuda")] = "--device cuda: no CUDA device"
     for case in cases + list(said):
@@ -679,7 +686,7 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(cli, tmp_path, data_dir, tiny_in
         if run is not None:
             assert result.stderr == f"error: {run}: a run folder, not a model directory: the model in it is " \
                                     f"{inside[run]}\n"
-    assert not out.exists()  # nothing written before the inputs validate
+    assert not out.exists() and not (folder / "run").exists()  # nothing written before the inputs validate
 
 
 def test_predict_reads_stdin_as_strictly_as_a_file(tmp_path, tiny_init, monkeypatch, capsys):
