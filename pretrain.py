@@ -294,6 +294,11 @@ def pretrain(args):
         # each process resumes from the mean of the processes' windows: the mean of the next line is then exact
         # (read back whole and split on the host: slicing the device vector would compile a graph per slice on XLA)
         window_sums = {} if sums is None else dict(zip(names, to_host(process_mean(sums, runtime)).unbind()))
+        # a finite loss does not make finite weights: the last update may overflow them (a huge --learning-rate)
+        # (checked on the host: on XLA a check on the device would be one more graph to compile)
+        weights_finite = torch.tensor(all(torch.isfinite(to_host(param)).all() for param in model.parameters()),
+                                      device=device)  # (on the device: NCCL reduces only CUDA tensors)
+        check_finite(weights_finite, step, checkpoints, runtime, what="the weights")
         if runtime.is_main:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                      "pretrain": asdict(config), "model_config": asdict(model.config), "vocab_sha1": vocab_sha1,
@@ -465,12 +470,12 @@ def process_mean(tensor, runtime):
     return total / runtime.world_size
 
 
-def check_finite(finite, step, checkpoints, runtime):
-    """Stop on a NaN/inf loss before anything is saved: the last good checkpoint stays the newest one."""
+def check_finite(finite, step, checkpoints, runtime, what="the loss"):
+    """Stop on a NaN/inf loss (or weights) before anything is saved: the last good checkpoint stays the newest one."""
     if runtime.world_size > 1:
         finite = finite.clone().float()
         torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
     if not bool(finite):
-        raise SystemExit(f"error: the loss became NaN or infinite before step {step}; stopping without saving. The "
+        raise SystemExit(f"error: {what} became NaN or infinite before step {step}; stopping without saving. The "
                          f"last good checkpoint is {latest_checkpoint(checkpoints) or 'none'} (try a lower "
                          "--learning-rate or more --warmup-steps)")

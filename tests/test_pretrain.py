@@ -203,6 +203,15 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(scivocab, s
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
+def test_weights_that_overflow_are_never_saved_or_exported(scivocab, shards, tmp_path):
+    """A finite loss, then an update that overflows the weights (lr 1e39 is a float64, inf as the step's float32):
+    the run stops before it saves, and no model is exported."""
+    with pytest.raises(SystemExit, match="the weights became NaN or infinite before step 1; stopping without saving"):
+        train.main(run_args(tmp_path, scivocab, shards, "--train-steps", "1", "--learning-rate", "1e39",
+                            "--warmup-steps", "0"))
+    assert not list((tmp_path / "checkpoints").glob("step_*.pt")) and not (tmp_path / "electramed-hf").exists()
+
+
 def test_the_newest_checkpoints_are_kept_five_by_default_as_the_official_keep_checkpoint_max(scivocab, shards,
                                                                                                tmp_path):
     for keep, out in ([], tmp_path / "default"), (["--keep-checkpoints", "2"], tmp_path / "two"):
