@@ -531,6 +531,12 @@ def read_index(out_dir):
     return index
 
 
+def shards_digest(out_dir):
+    """What a build's examples are, in one SHA-1: its shards' digests and counts (not the corpus files' mtimes, so a
+    damaged shard built again byte for byte is the same build)."""
+    return hashlib.sha1(json.dumps(read_index(out_dir)["shards"], sort_keys=True).encode()).hexdigest()
+
+
 def shards_problem(out_dir, vocab_path, max_length, corpus=None, preprocess=None, seed=None, check_files=True):
     """Why out_dir is not a complete build for this vocabulary, length (and corpus, preprocessing, packing seed, when
     given), or None.

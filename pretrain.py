@@ -110,6 +110,13 @@ def vocab_problem(vocab, corpus, vocab_size):
 def prepare_inputs(args, max_length):
     """Resolve the vocabulary and the shards of a pre-training run, building whichever is missing."""
     out = Path(args.out)
+    recorded = data.read_json_or_none(out / "config.json")
+    if latest_checkpoint(out / "checkpoints") and isinstance(recorded, dict):  # --resume without --vocab or --shards:
+        for flag, own in (("vocab", out / "vocab.txt"), ("shards", out / "shards")):  # the ones it was trained with
+            path = recorded.get(flag)
+            if not getattr(args, flag) and isinstance(path, str) and Path(path).resolve() != own.resolve():
+                setattr(args, flag, path)
+                print(f"--{flag} {path}: the run's own, from its config.json")
     vocab = Path(args.vocab) if args.vocab else out / "vocab.txt"
     shards = Path(args.shards) if args.shards else out / "shards"
     if args.shards and not shards.is_dir():
@@ -224,7 +231,7 @@ CHECKPOINT_KEYS = ("model", "optimizer", "step", "pretrain", "model_config")
 RESUMABLE_CHANGES = {"mask_prob", "gen_weight", "disc_weight", "disc_prior_bias", "max_predictions"}
 
 
-def check_resumable(state, model_config, vocab_sha1, path):
+def check_resumable(state, model_config, vocab_sha1, shards_sha1, path, shards):
     """--resume continues the same model: one line naming what differs (e.g. another --preset)."""
     saved, now = state["model_config"], asdict(model_config)
     differ = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
@@ -233,6 +240,9 @@ def check_resumable(state, model_config, vocab_sha1, path):
             f"{k} {saved.get(k)} -> {now[k]}" for k in differ) + " (use its --preset and model flags to --resume)")
     if state.get("vocab_sha1", vocab_sha1) != vocab_sha1:
         raise InputError(f"{path}: trained with another vocabulary than this run's (same size, other tokens)")
+    if state.get("shards_sha1", shards_sha1) != shards_sha1:  # (checkpoints of older versions do not record it)
+        raise InputError(f"{path}: trained on other examples than {shards} holds now (built again since, from "
+                         "another corpus or seed?); resume with the shards it was trained on, or pass another --out")
 
 
 def pretrain(args):
@@ -261,14 +271,14 @@ def pretrain(args):
     model = ElectraForPretraining(model_config(args, config, tokenizer)).to(device)
     optimizer = AdamWeightDecay(parameter_groups(model, config.weight_decay),
                                 betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon)
-    step, window, vocab_sha1 = 0, None, data.file_digest(vocab)
+    step, window, vocab_sha1, shards_sha1 = 0, None, data.file_digest(vocab), data.shards_digest(shards)
     if runtime.is_main:
         remove_stale_temporaries(checkpoints)  # save_atomic's unfinished writes of a killed run
     resume_from, state = latest_valid_checkpoint(checkpoints, CHECKPOINT_KEYS) if args.resume else (None, None)
     if args.resume and not resume_from:
         print(f"--resume: no checkpoint in {checkpoints}: starting from scratch")
     if resume_from:
-        check_resumable(state, model.config, vocab_sha1, resume_from)
+        check_resumable(state, model.config, vocab_sha1, shards_sha1, resume_from, shards)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, window = state["step"], state.get("log_window")
@@ -287,7 +297,8 @@ def pretrain(args):
     if runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps({"pretrain": asdict(config), "model": asdict(model.config),
-                                                     "vocab": str(vocab), "shards": str(shards)}, indent=1))
+                                                     "vocab": str(vocab.resolve()), "shards": str(shards.resolve())},
+                                                    indent=1))
         log = MetricsLog(out, step)  # metrics.jsonl (+ TensorBoard); keeps only what the resumed state has seen
 
     def save_checkpoint(step):  # every process calls it: under torchrun the log window is averaged over them
@@ -302,6 +313,7 @@ def pretrain(args):
         if runtime.is_main:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                      "pretrain": asdict(config), "model_config": asdict(model.config), "vocab_sha1": vocab_sha1,
+                     "shards_sha1": shards_sha1,
                      # the log's running window: a resumed run's next metrics line equals an uninterrupted run's
                      "log_window": {"sums": window_sums, "count": count, "tokens": tokens}}
             save_atomic(to_cpu(state), checkpoints / f"step_{step:07d}.pt")

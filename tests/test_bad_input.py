@@ -804,6 +804,28 @@ def test_a_second_damaged_copy_of_a_step_keeps_the_first(tmp_path, capsys):
     assert "renamed it to step_0000004.pt.damaged.2;" in capsys.readouterr().out
 
 
+def test_resume_takes_the_runs_own_vocab_and_shards_and_refuses_other_examples(hoc, shards, scivocab, tmp_path,
+                                                                                 capsys):
+    mine, out = tmp_path / "shards", tmp_path / "run"
+    shutil.copytree(shards, mine)
+    code, _, _, err = run(capsys, *run_args(out, scivocab, mine, "--train-steps", "2", "--batch-size", "4"))
+    assert code == 0, err[-2000:]
+    # --resume without --vocab and --shards: the run's own (its config.json), nothing trained or built in its folder
+    code, stdout, _, err = run(capsys, "pretrain", "--preset", "tiny", "--out", out, "--device", "cpu", "--train-steps",
+                               "3", "--batch-size", "4", "--resume")
+    assert code == 0, err[-2000:]
+    assert f"--vocab {scivocab.resolve()}: the run's own" in stdout and f"--shards {mine.resolve()}: the run's" in stdout
+    assert "resumed from" in stdout and not (out / "vocab.txt").exists() and not (out / "shards").exists()
+    # the shard folder built again with another packing seed: other examples than the checkpoint was trained on
+    code, _, _, err = run(capsys, "prepare", "--corpus", *hoc[:60], "--vocab", scivocab, "--out", mine, "--max-length",
+                          "64", "--seed", "7")
+    assert code == 0, err[-2000:]
+    line = assert_one_line_error(run(capsys, *run_args(out, scivocab, mine, "--train-steps", "4", "--batch-size", "4",
+                                                       "--resume")), out / "checkpoints" / "step_0000003.pt")
+    assert f"trained on other examples than {mine} holds now" in line
+    assert sorted(path.name for path in (out / "checkpoints").iterdir()) == ["step_0000002.pt", "step_0000003.pt"]
+
+
 def test_resume_without_a_checkpoint_says_it_starts_from_scratch(shards, scivocab, tmp_path, capsys):
     code, stdout, _, _ = run(capsys, *run_args(tmp_path, scivocab, shards, "--train-steps", "1", "--batch-size", "4",
                                                "--resume"))
