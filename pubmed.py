@@ -188,7 +188,7 @@ def convert_file(task):
     arrays: every PMID in file order, the PMIDs written to the part file in order, and the deleted PMIDs."""
     index, source, download_dir, part = task
     path = local_input(source, download_dir)
-    seen, written, deleted = [], [], []
+    seen, written, written_at, deleted = [], [], [], []
     citations_read = 0
     with open(part, "w", encoding="utf-8") as out:
         for pmid, title, sections in citations(path):
@@ -205,9 +205,11 @@ def convert_file(task):
             if text:
                 out.write(text)
                 written.append(pmid)
+                written_at.append(len(seen) - 1)  # its place among the file's citations
     _report(citations_read % PROGRESS_EVERY)
     as_array = lambda pmids: np.asarray(pmids, dtype=np.int64)  # noqa: E731
-    return index, {"seen": as_array(seen), "written": as_array(written), "deleted": as_array(deleted)}
+    return index, {"seen": as_array(seen), "written": as_array(written), "written_at": as_array(written_at),
+                   "deleted": as_array(deleted)}
 
 
 def _report(count):
@@ -282,15 +284,15 @@ def merge_parts(tasks, results, out):
     """Apply PubMed's update rules over the files in order, then copy each winning abstract once into `out`."""
     top = max([int(r[key].max()) for r in results.values() for key in ("seen", "deleted") if len(r[key])] + [0])
     winner = np.full(top + 1, -1, dtype=np.int32)  # PMID -> index of the file whose version counts; -1 none/deleted
-    last_position = {}  # file -> per written abstract, True if it is that PMID's last version within the file
+    last_position = {}  # file -> per written abstract, True if it is that PMID's last version within the file (a
+    # later version without an abstract wins over it, as one in a later file does)
     for index in range(len(tasks)):
         winner[results[index]["seen"]] = index
         winner[results[index]["deleted"]] = -1  # <DeleteCitation> comes after the file's citations
-        written = results[index]["written"]
-        _, last_from_end = np.unique(written[::-1], return_index=True)
-        is_last = np.zeros(len(written), dtype=bool)
-        is_last[len(written) - 1 - last_from_end] = True
-        last_position[index] = is_last
+        seen, written = results[index]["seen"], results[index]["written"]
+        pmids, last_from_end = np.unique(seen[::-1], return_index=True)  # sorted PMIDs, their last place in `seen`
+        last_place = len(seen) - 1 - last_from_end
+        last_position[index] = last_place[np.searchsorted(pmids, written)] == results[index]["written_at"]
     deleted = sum(len(r["deleted"]) for r in results.values())
     summary = {"files": len(tasks), "citations_read": sum(len(r["seen"]) for r in results.values()),
                "citations": int((winner >= 0).sum()), "deleted": deleted, "abstracts": 0, "sentences": 0}

@@ -66,10 +66,9 @@ def check_out(path, folder):
         raise InputError(f"{path}: is a folder (--out names the file to write)")
 
 
-def check_not_an_input(out, sources):
+def check_not_an_input(out, files):
     """A file output never replaces one of the files it is made from (`vocab --corpus f.txt --out f.txt`)."""
-    local = [source for source in sources or [] if "://" not in source]  # corpus: URLs are downloaded elsewhere
-    if local and any(Path(out).resolve() == file.resolve() for file in data.corpus_files(local)):
+    if any(Path(out).resolve() == Path(file).resolve() for file in files):
         raise InputError(f"{out}: is also an input; pass another --out")
 
 
@@ -561,8 +560,9 @@ def main(argv=None):
                 raise InputError(f"{args.out}: inside {kind} ({folder}), whose files are its own; pass another --out")
             if args.command in RUN_FOLDERS:
                 check_run_folder(args.out, RUN_FOLDERS[args.command])
-            if args.command in FILE_OUTPUTS:
-                check_not_an_input(args.out, args.corpus if args.command == "vocab" else args.pubmed)
+            if args.command in FILE_OUTPUTS:  # the files it reads, folders expanded (URLs are downloaded elsewhere)
+                check_not_an_input(args.out, data.corpus_files(args.corpus) if args.command == "vocab" else
+                                   [path for path in pubmed.input_files(args.pubmed) if "://" not in path])
         # one run at a time in a run folder (under torchrun, rank 0 holds it for all)
         locked = args.command in RUN_FOLDERS and os.environ.get("RANK", "0") == "0"
         with run_folder_lock(args.out) if locked else nullcontext():

@@ -97,6 +97,11 @@ def test_a_pmid_repeated_in_a_later_file_or_within_a_file_is_written_once(tmp_pa
     c = xml_file(tmp_path / "c.xml", article(7, "Abstract withdrawn."))
     summary = pubmed.build_corpus([str(a), str(c)], tmp_path / "ac.txt", processes=1)
     assert documents(tmp_path / "ac.txt") == [] and summary["without_abstract"] == 1
+    # ... within one file too
+    d = xml_file(tmp_path / "d.xml", article(9, "Kept.", "Five."), article(7, "First.", "One."),
+                 article(7, "Abstract withdrawn."))
+    summary = pubmed.build_corpus([str(d)], tmp_path / "d.txt", processes=1)
+    assert documents(tmp_path / "d.txt") == ["kept .\nfive ."] and summary["without_abstract"] == 1
 
 
 def test_the_cli_prints_a_summary_and_a_malformed_file_is_one_line_exit_2_with_nothing_written(cli, baseline, tmp_path,
