@@ -23,6 +23,8 @@ import sys
 
 if __name__ == "__main__":  # Ctrl-C while torch loads (seconds) ends the process quietly, not with an import traceback
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+if __name__ == "__mp_main__":  # a prepare/corpus worker, which imports this file as it starts: the parent alone
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # answers Ctrl-C (one line), and ends its workers
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path

@@ -1110,6 +1110,15 @@ def test_a_second_ctrl_c_stops_at_once(shards, scivocab, tmp_path):
     assert not list((tmp_path / "checkpoints").glob("step_*.pt"))  # nothing saved: it stopped at once
 
 
+def test_a_worker_starting_ignores_ctrl_c_from_its_first_import():
+    """`prepare`/`corpus` workers (spawned) import train.py as __mp_main__, torch with it (seconds): a Ctrl-C then
+    printed a KeyboardInterrupt traceback from each. They ignore it from the start; the parent says one line."""
+    probe = ("import runpy, signal, sys; sys.argv = ['train.py']; runpy.run_path(sys.argv[0], run_name='__mp_main__'); "
+             "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)")
+    child = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert child.stdout.strip() == "True", child.stderr[-2000:]
+
+
 def test_ctrl_c_while_torch_loads_ends_quietly(tmp_path):
     """Ctrl-C in the first seconds, while `import torch` runs: the process ends by the signal, without a traceback
     of the imports (signalled once torch's libraries are being mapped, i.e. inside train.py's imports)."""
