@@ -462,6 +462,14 @@ def ddi_train_without_dev(train, dev):
     return [example for example in train if sentence_of(example) not in dev_sentences]
 
 
+def word_split(sentences):
+    """How a NER corpus split its words, for `predict` to split raw text the same way (config.json
+    "electramed_word_split"): "punctuation" when no word holds a punctuation mark between letters or digits
+    (NCBI-disease, BC5CDR-typed: "cancer", "-", "prone"), else "words" (JNLPBA, BC5CDR: "IL-2", "B-NHL")."""
+    inner = re.compile(r"\w[^\w\s]+\w")
+    return "words" if any(inner.search(word) for sentence in sentences for word in sentence.words) else "punctuation"
+
+
 def label_list(examples):
     """The sorted label set of NER sentences ('O' first) or RE examples: what a fine-tuned model stores (QA: none)."""
     if not examples or isinstance(examples[0], QAExample):

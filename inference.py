@@ -70,7 +70,9 @@ def evaluate_file(model_dir, path, batch_size=32, max_length=None, device_name="
     return task, evaluate(task, model.to(device), examples, features, labels, config, device, golden)[0]
 
 
-WORD = re.compile(r"\w+(?:[-'/.]\w+)*|[^\w\s]")  # words as the NER corpora split them: "B-NHL", "(", "IL-2", "."
+# words as the model's training corpus split them (config.json "electramed_word_split", benchmarks.word_split):
+WORDS = {"words": re.compile(r"\w+(?:[-'/.]\w+)*|[^\w\s]"),  # JNLPBA, BC5CDR: "B-NHL", "(", "IL-2", "."
+         "punctuation": re.compile(r"\w+|[^\w\s]")}  # NCBI-disease, BC5CDR-typed: "IL", "-", "2"
 
 
 def predict_lines(model_dir, lines, batch_size=32, max_length=None, device_name="cpu"):
@@ -88,7 +90,9 @@ def predict_lines(model_dir, lines, batch_size=32, max_length=None, device_name=
         features = benchmarks.re_features(examples, tokenizer, labels, max_length)
         logits = predict_logits(model, features, batch_size, device)
         return [f"{labels[int(row.argmax())]}\t{line}" if line.strip() else "" for row, line in zip(logits, lines)]
-    spans = [[m.span() for m in WORD.finditer(line)] for line in lines]
+    split = (read_json_or_none(Path(model_dir) / "config.json") or {}).get("electramed_word_split")
+    word = WORDS.get(split, WORDS["words"])  # a model made elsewhere: words keep their inner hyphens
+    spans = [[m.span() for m in word.finditer(line)] for line in lines]
     sentences = [([line[a:b] for a, b in s], None) for line, s in zip(lines, spans)]
     features = benchmarks.ner_features(sentences, tokenizer, labels, max_length)
     tags = decode_tags(sentences, features, predict_logits(model, features, batch_size, device), labels)

@@ -118,7 +118,7 @@ def build_model(task, encoder, config, labels):
 
 
 # -------------------------------------------------------------------------------------------------- saving, loading
-def save_finetuned(model, directory, labels, vocab_path, config):
+def save_finetuned(model, directory, labels, vocab_path, config, word_split=None):
     """A transformers directory (config.json with id2label/label2id, pytorch_model.bin, vocab.txt), written beside
     and renamed into place: a crash never leaves a half-written model. The FinetuneConfig's example sizes go into
     config.json as "electramed_windows": evaluate and predict read examples as the model was trained on them."""
@@ -130,6 +130,8 @@ def save_finetuned(model, directory, labels, vocab_path, config):
         extra = {"id2label": {str(i): label for i, label in enumerate(labels)},
                  "label2id": {label: i for i, label in enumerate(labels)}}
     extra["electramed_windows"] = {key: getattr(config, key) for key in WINDOW_KEYS[task]}
+    if word_split:  # NER: how the training corpus split its words (benchmarks.word_split), for predict on raw text
+        extra["electramed_word_split"] = word_split
     temporary = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     save_hf(model, model.config, ARCHITECTURES[task], temporary, vocab_path, extra)
@@ -464,6 +466,7 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
     for name in ("dev", "test"):
         benchmarks.check_labels(splits[name], labels, f"{data_dir} ({name})")
     tokenizer = WordPieceTokenizer(vocab)
+    words = benchmarks.word_split(splits["train"]) if task == "ner" else None
     examples = {"train": splits["train"][:config.max_train_examples],  # [:None]: all of them
                 "dev": splits["dev"][:config.max_eval_examples], "test": splits["test"][:config.max_eval_examples]}
     if splits.get("golden"):  # BioASQ: the first N of each test batch
@@ -558,7 +561,7 @@ def finetune(task, data_dir, init, out, config: FinetuneConfig, device_name="cpu
             print(f"epoch {epoch}: train loss {record['train_loss']:.4f}{dev_text}")
             if best is None or not dev or dev["f1"] > best[1]["f1"]:
                 best = (epoch, dev)
-                save_finetuned(model, out / "best", labels, vocab, config)
+                save_finetuned(model, out / "best", labels, vocab, config, words)
             if stop.requested:  # during the evaluation: the epoch is whole, the next one starts from its beginning
                 stop_with_checkpoint(stop, model, optimizer, step, epoch + 1, best, 0.0, labels, config, checkpoint)
         log.close()

@@ -500,6 +500,8 @@ def test_cli_finetune_evaluate_predict(cli, tmp_path, data_dir, tiny_init, task)
     assert table.startswith("**QUICK LOOK, NOT THE BENCHMARK'S SCORES: --max-train-examples 16**\n\n")
     assert "layout; ours: mean ± sample std over 2 seeds.\n" in table
     model = getattr(transformers, HF_CLASSES[task]).from_pretrained(out / "seed_0" / "best")
+    saved_config = json.loads((out / "seed_0" / "best" / "config.json").read_text())
+    assert saved_config.get("electramed_word_split") == ("punctuation" if task == "ner" else None)  # NCBI's words
     assert list(model.config.id2label.values()) == saved["labels"]
 
     result = cli("evaluate", "--model", out / "seed_0" / "best", "--data", test_file)
@@ -719,6 +721,28 @@ def test_predict_reads_stdin_as_strictly_as_a_file(tmp_path, tiny_init, monkeypa
                            *([str(tmp_path / name)] if name else [])]) == 0
         printed = capsys.readouterr().out
         assert printed.startswith("Mutations") and printed.count("\n") == 1, printed
+
+
+def test_predict_splits_words_as_the_training_corpus_did(tmp_path, data_dir, tiny_init, monkeypatch):
+    """NCBI-disease splits every punctuation mark off ("cancer", "-", "prone"), JNLPBA keeps "IL-2" whole: predict cuts
+    raw text as the model's corpus did, so that an entity can end where the corpus lets it end."""
+    assert benchmarks.word_split(benchmarks.read_ner(data_dir / "ner/NCBI-disease/train.txt")) == "punctuation"
+    assert benchmarks.word_split(benchmarks.read_ner(data_dir / "ner/JNLPBA/train.txt")) == "words"
+    config = em.read_hf_config(tiny_init / "discriminator")[0]
+    labels, vocab = ["O", "B-Disease", "I-Disease"], tiny_init / "discriminator" / "vocab.txt"
+    model = tasks.build_model("ner", em.Encoder(config), config, labels)
+    tasks.save_finetuned(model, tmp_path / "ncbi", labels, vocab, tasks.FinetuneConfig(), "punctuation")
+    tasks.save_finetuned(model, tmp_path / "jnlpba", labels, vocab, tasks.FinetuneConfig(), "words")
+    made_by_transformers(tmp_path / "jnlpba", tmp_path / "elsewhere")
+    seen = []
+    real = benchmarks.ner_features
+    monkeypatch.setattr(benchmarks, "ner_features", lambda sentences, *args: seen.append(sentences[0][0]) or
+                        real(sentences, *args))
+    for model_dir in ("ncbi", "jnlpba", "elsewhere"):
+        marked = inference.predict_lines(tmp_path / model_dir, ["cancer-prone IL-2 families ."])[0]
+        assert re.sub(r"\[\[(.*?)\]\]/Disease", r"\1", marked) == "cancer-prone IL-2 families ."  # the text comes back
+    assert seen == [["cancer", "-", "prone", "IL", "-", "2", "families", "."],
+                    ["cancer-prone", "IL-2", "families", "."], ["cancer-prone", "IL-2", "families", "."]]
 
 
 def made_by_transformers(model_dir, copy):
