@@ -305,18 +305,19 @@ def pretrain(args):
         # each process resumes from the mean of the processes' windows: the mean of the next line is then exact
         # (read back whole and split on the host: slicing the device vector would compile a graph per slice on XLA)
         window_sums = {} if sums is None else dict(zip(names, to_host(process_mean(sums, runtime)).unbind()))
-        # a finite loss does not make finite weights: the last update may overflow them (a huge --learning-rate)
-        # (checked on the host: on XLA a check on the device would be one more graph to compile)
-        weights_finite = torch.tensor(all(torch.isfinite(to_host(param)).all() for param in model.parameters()),
-                                      device=device)  # (on the device: NCCL reduces only CUDA tensors)
-        check_finite(weights_finite, step, checkpoints, runtime, what="the weights")
+        state = None if not runtime.is_main else to_cpu({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "pretrain": asdict(config),
+            "model_config": asdict(model.config), "vocab_sha1": vocab_sha1, "shards_sha1": shards_sha1,
+            # the log's running window: a resumed run's next metrics line equals an uninterrupted run's
+            "log_window": {"sums": window_sums, "count": count, "tokens": tokens}})
+        # a finite loss does not make finite weights: the last update may overflow them (a huge --learning-rate).
+        # Checked in rank 0's host copy (on XLA a check on the device would be one more graph to compile); the other
+        # ranks hold the same weights and agree through check_finite (on the device: NCCL reduces CUDA tensors only)
+        weights_finite = state is None or all(torch.isfinite(tensor).all() for tensor in state["model"].values()
+                                              if tensor.is_floating_point())
+        check_finite(torch.tensor(weights_finite, device=device), step, checkpoints, runtime, what="the weights")
         if runtime.is_main:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                     "pretrain": asdict(config), "model_config": asdict(model.config), "vocab_sha1": vocab_sha1,
-                     "shards_sha1": shards_sha1,
-                     # the log's running window: a resumed run's next metrics line equals an uninterrupted run's
-                     "log_window": {"sums": window_sums, "count": count, "tokens": tokens}}
-            save_atomic(to_cpu(state), checkpoints / f"step_{step:07d}.pt")
+            save_atomic(state, checkpoints / f"step_{step:07d}.pt")
             for old in sorted(checkpoints.glob("step_*.pt"))[:-args.keep_checkpoints]:
                 old.unlink()
 
